@@ -1,0 +1,3 @@
+from miri_lightning.callbacks.miri import MIRICallback
+
+__all__ = ["MIRICallback"]

@@ -1,0 +1,152 @@
+"""The MIRI callback: at the end of each round (epoch), re-impute the whole store."""
+
+import contextlib
+import math
+import time
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import RichProgressBar
+from torch import Tensor
+from torchvision.utils import make_grid
+
+from miri_lightning import flow, metrics
+
+
+class MIRICallback(L.Callback):
+    """Re-imputes every item with the round's velocity field, then logs and snapshots.
+
+    Under DDP each rank solves the ODE for its own contiguous shard; the shards are
+    all-gathered so that every rank ends the round with the same full store. Rank 0 logs
+    ``round/*`` scalars (when the truth is known) and the ``round/reconstructions`` grid at
+    step = round and prints one line per round; the DataModule snapshots the store.
+    """
+
+    def __init__(
+        self,
+        ode_steps: int = 100,
+        solver: str = "euler",
+        impute_batch_size: int = 500,
+        clamp: tuple[float, float] | None = (0.0, 1.0),
+        grid_images: int = 8,
+    ):
+        if solver not in flow.SOLVERS:
+            raise ValueError(f"miri.solver must be one of {flow.SOLVERS}, got {solver!r}")
+        if ode_steps < 1:
+            raise ValueError(f"miri.ode_steps must be at least 1, got {ode_steps}")
+        if impute_batch_size < 1:
+            raise ValueError(f"miri.impute_batch_size must be at least 1, got {impute_batch_size}")
+        self.ode_steps, self.solver, self.impute_batch_size = ode_steps, solver, impute_batch_size
+        self.clamp = tuple(clamp) if clamp is not None else None
+        self.grid_images = grid_images
+        #: One dict per logged round (rank 0): round, seconds, and the metrics.
+        self.history: list[dict] = []
+        self._round_started = 0.0
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        if datamodule.round == 0:
+            self._report(trainer, pl_module, 0, 0.0)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._round_started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        store = datamodule.store
+        imputed = self.reimpute(trainer, pl_module, store.imputed, store.observed)
+        datamodule.commit_round(trainer.current_epoch + 1, imputed, write=trainer.is_global_zero)
+        self._report(trainer, pl_module, datamodule.round, time.perf_counter() - self._round_started)
+
+    # -- the re-imputation ---------------------------------------------------------------
+
+    @torch.no_grad()
+    def reimpute(self, trainer: L.Trainer, pl_module: L.LightningModule, imputed: Tensor, observed: Tensor) -> Tensor:
+        """Solve the imputation ODE for every item; returns the new (N, ...) imputation."""
+        n, world, rank = imputed.shape[0], trainer.world_size, trainer.global_rank
+        shard = math.ceil(n / world)
+        start, stop = min(rank * shard, n), min((rank + 1) * shard, n)
+        was_training = pl_module.training
+        pl_module.eval()
+        parts = []
+        with _progress(
+            trainer, f"imputing {stop - start} items", math.ceil((stop - start) / self.impute_batch_size)
+        ) as advance:
+            for begin in range(start, stop, self.impute_batch_size):
+                end = min(begin + self.impute_batch_size, stop)
+                x = imputed[begin:end].to(pl_module.device)
+                o = observed[begin:end].to(pl_module.device)
+                parts.append(flow.impute(pl_module, x, o, self.ode_steps, self.solver, self.clamp).to(imputed.device))
+                advance()
+        pl_module.train(was_training)
+        mine = torch.cat(parts) if parts else imputed[:0]
+        if world == 1:
+            return mine
+        padded = imputed.new_zeros((shard, *imputed.shape[1:]))
+        padded[: mine.shape[0]] = mine
+        gathered = pl_module.all_gather(padded.to(pl_module.device))  # (world, shard, ...)
+        return gathered.reshape(world * shard, *imputed.shape[1:])[:n].to(imputed.device)
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def _report(self, trainer: L.Trainer, pl_module: L.LightningModule, round_index: int, seconds: float) -> None:
+        if not trainer.is_global_zero:
+            return
+        store = trainer.datamodule.store
+        record = {"round": round_index, "seconds": seconds}
+        if store.truth is not None:
+            record.update(metrics.round_metrics(store.imputed, store.truth, store.observed))
+        self.history.append(record)
+        logger = trainer.logger
+        if logger is not None:
+            scalars = {f"round/{k}": v for k, v in record.items() if k not in ("round", "seconds")}
+            if scalars:
+                logger.log_metrics(scalars, step=round_index)
+            writer = getattr(logger, "experiment", None)
+            if hasattr(writer, "add_image"):
+                writer.add_image("round/reconstructions", self.grid(store), global_step=round_index)
+        line = f"round {round_index:3d}"
+        if round_index:
+            line += f" | {seconds:7.1f} s"
+        if store.truth is not None:
+            line += " | " + " ".join(
+                f"{k} {record[k]:.4f}" if k in ("ssim", "rmse_missing") else f"{k} {record[k]:.2f} dB"
+                for k in ("psnr_missing", "psnr_full", "rmse_missing", "ssim")
+            )
+        else:
+            line += " | no ground truth: metrics skipped"
+        pl_module.print(line)
+
+    def grid(self, store) -> Tensor:
+        """Rows: observed with holes (grey) | imputed | truth (when known); (3, H', W')."""
+        k = min(self.grid_images, len(store))
+        imputed, observed = store.imputed[:k].float(), store.observed[:k]
+        rows = [torch.where(observed, imputed, 0.5), imputed]
+        if store.truth is not None:
+            rows.append(store.truth[:k].float())
+        images = torch.cat(rows)
+        if images.shape[1] not in (1, 3):
+            images = images[:, :1]
+        return make_grid(images, nrow=k, padding=1, pad_value=1.0)
+
+
+@contextlib.contextmanager
+def _progress(trainer: L.Trainer, description: str, total: int):
+    """A task in Lightning's rich progress bar while imputing (a no-op without one)."""
+    bar = trainer.progress_bar_callback
+    progress = getattr(bar, "progress", None) if isinstance(bar, RichProgressBar) and bar.is_enabled else None
+    if progress is None:
+        yield lambda: None
+        return
+    task = progress.add_task(description, total=total)
+
+    def advance() -> None:
+        progress.update(task, advance=1)
+        bar.refresh()
+
+    try:
+        yield advance
+    finally:
+        progress.remove_task(task)

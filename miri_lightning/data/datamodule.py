@@ -1,0 +1,160 @@
+"""The DataModule: holds the store (current imputation, masks, truth) and yields MIRI pairs."""
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset
+
+from miri_lightning import flow
+from miri_lightning.data.sources import LoadedImages
+from miri_lightning.snapshots import load_snapshot, save_snapshot, snapshot_path, tensor_digest
+
+
+class Store:
+    """The data set as MIRI sees it, all (N, C, H, W) on one device.
+
+    imputed: the current imputation x̃ (float32; equals the data on observed entries);
+    observed: bool mask, True = observed; truth: the complete data when known, else None.
+    """
+
+    def __init__(self, imputed: Tensor, observed: Tensor, truth: Tensor | None = None):
+        self.imputed, self.observed, self.truth = imputed, observed, truth
+
+    def __len__(self) -> int:
+        return self.imputed.shape[0]
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        return tuple(self.imputed.shape[1:])
+
+
+class PairBatches(IterableDataset):
+    """``steps`` batches of (source x̃_i, its mask o_i, partner x̃_j) with i and j drawn
+    uniformly and independently, from a generator seeded with ``seed``."""
+
+    def __init__(self, store: Store, batch_size: int, steps: int, seed: int):
+        self.store, self.batch_size, self.steps, self.seed = store, batch_size, steps, seed
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed)
+        n = len(self.store)
+        for _ in range(self.steps):
+            i = torch.randint(n, (self.batch_size,), generator=generator)
+            j = torch.randint(n, (self.batch_size,), generator=generator)
+            yield self.store.imputed[i], self.store.observed[i], self.store.imputed[j]
+
+
+def round_seed(seed: int, round_index: int, rank: int) -> int:
+    """A seed for the draws of one rank in one round, distinct across (round, rank)."""
+    return (seed * 1_000_003 + round_index * 10_007 + rank) % (2**63)
+
+
+class MIRIDataModule(L.LightningDataModule):
+    """One Lightning epoch = one MIRI round of ``steps_per_round`` batches of pairs.
+
+    ``source`` loads the images (and a mask if they come with one); ``mask`` makes the mask
+    otherwise. The store is built once in :meth:`setup`; the MIRI callback hands each
+    round's imputation to :meth:`commit_round`, which snapshots it under ``output_dir``. The
+    Lightning checkpoint holds only which snapshot the store is (round, path, hashes).
+    """
+
+    def __init__(
+        self,
+        source,
+        mask,
+        batch_size: int,
+        steps_per_round: int,
+        init: str = "noise",
+        seed: int = 0,
+        output_dir: str | Path | None = None,
+    ):
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"miri.batch_size must be at least 1, got {batch_size}")
+        if steps_per_round < 1:
+            raise ValueError(f"miri.steps_per_round must be at least 1, got {steps_per_round}")
+        if init not in flow.INITS:
+            raise ValueError(f"miri.init must be one of {flow.INITS}, got {init!r}")
+        self.source, self.mask = source, mask
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.batch_size, self.steps_per_round, self.init, self.seed = batch_size, steps_per_round, init, seed
+        self.store: Store | None = None
+        #: The number of completed MIRI rounds that ``store.imputed`` reflects.
+        self.round = 0
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.store is not None:
+            return
+        self.store = build_store(self.source.load(), self.mask, self.init, self.seed)
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        round_index = trainer.current_epoch if trainer is not None else self.round
+        rank = trainer.global_rank if trainer is not None else 0
+        pairs = PairBatches(self.store, self.batch_size, self.steps_per_round, round_seed(self.seed, round_index, rank))
+        return DataLoader(pairs, batch_size=None)
+
+    def commit_round(self, round_index: int, imputed: Tensor, write: bool) -> None:
+        """Make ``imputed`` the store of completed round ``round_index``; ``write`` (rank 0
+        only) saves its snapshot."""
+        self.store.imputed, self.round = imputed, round_index
+        if write and self.output_dir is not None:
+            save_snapshot(self.output_dir, round_index, imputed, self.store.observed)
+
+    def state_dict(self) -> dict:
+        store = self.store
+        state = {
+            "round": self.round,
+            "shape": list(store.imputed.shape),
+            "observed_sha256": tensor_digest(store.observed),
+        }
+        if self.round > 0 and self.output_dir is not None:
+            state["snapshot"] = snapshot_path(".", self.round).as_posix()
+            state["imputed_sha256"] = tensor_digest(store.imputed)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the store of a checkpoint: check that the data and mask are the ones the
+        run was started with, then load the round's snapshot."""
+        store = self.store
+        if list(store.imputed.shape) != list(state["shape"]):
+            raise ValueError(
+                f"the checkpoint was made on data of shape {tuple(state['shape'])} but the data now have "
+                f"{tuple(store.imputed.shape)}: resume with the run's own data.* settings (see its config.yaml)"
+            )
+        if tensor_digest(store.observed) != state["observed_sha256"]:
+            raise ValueError(
+                "the checkpoint was made with another mask than the one these settings give: resume with the "
+                "run's own mask.* and data.* settings (see its config.yaml)"
+            )
+        round_index = int(state["round"])
+        if round_index > 0:
+            if self.output_dir is None or "snapshot" not in state:
+                raise ValueError("this checkpoint's store lives in a snapshot, but no output_dir was given to find it")
+            path = self.output_dir / state["snapshot"]
+            tensors = load_snapshot(path)
+            if not torch.equal(tensors["observed"], store.observed):
+                raise ValueError(f"snapshot {path} was made with another mask than this run's")
+            if tensor_digest(tensors["imputed"]) != state["imputed_sha256"]:
+                raise ValueError(f"snapshot {path} does not hold the data its checkpoint recorded (hash differs)")
+            store.imputed = tensors["imputed"].to(store.imputed.device)
+        self.round = round_index
+
+
+def build_store(loaded: LoadedImages, mask, init: str, seed: int) -> Store:
+    """The round-0 store: the mask (given or drawn), and the initial fill (seeded)."""
+    values = loaded.values
+    observed = loaded.observed if loaded.observed is not None else mask(values.shape)
+    if observed.shape != values.shape:
+        raise ValueError(f"the mask has shape {tuple(observed.shape)} but the images have {tuple(values.shape)}")
+    missing = (~observed).sum().item()
+    if missing == 0:
+        raise ValueError("the data have no missing entries: nothing to impute (check mask.rate or the given mask)")
+    generator = torch.Generator().manual_seed(seed)
+    imputed = flow.initial_fill(values, observed, init, generator)
+    return Store(imputed, observed, values if loaded.has_truth else None)

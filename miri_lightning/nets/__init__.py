@@ -1,0 +1,5 @@
+"""Velocity fields v(a, b, observed, t): zero on observed entries."""
+
+from miri_lightning.nets.unet import ConditionalUNet
+
+__all__ = ["ConditionalUNet"]

@@ -1,0 +1,72 @@
+"""A conditional U-Net velocity field on diffusers' UNet2DModel."""
+
+from collections.abc import Sequence
+
+import torch
+from diffusers import UNet2DModel
+from torch import Tensor, nn
+
+#: UNet2DModel's positional time embedding expects diffusion timesteps in [0, 1000].
+TIME_SCALE = 1000.0
+
+
+class ConditionalUNet(nn.Module):
+    """v(a, b, o, t) for images: (B, C, H, W) views and mask, t (B,) -> (B, C, H, W).
+
+    The U-Net sees the source view, the partner view and the mask (3C channels, mapped to
+    [-1, 1]) and the time as a float tensor scaled to its 0..1000 range; its output is
+    multiplied by (1 - o), so the velocity is exactly zero on observed entries.
+    ``attention[i]`` puts self-attention in level i; ``block_out_channels[i]`` is its width.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        image_size: int,
+        block_out_channels: Sequence[int] = (32, 64, 64),
+        attention: Sequence[bool] = (False, False, True),
+        layers_per_block: int = 1,
+        mid_attention: bool = True,
+        norm_num_groups: int = 8,
+        attention_head_dim: int = 8,
+    ):
+        super().__init__()
+        widths, attention = list(block_out_channels), list(attention)
+        if len(attention) != len(widths):
+            raise ValueError(
+                f"model.attention needs one flag per level of model.block_out_channels "
+                f"({len(widths)}), got {len(attention)}"
+            )
+        bad = [w for w in widths if w % norm_num_groups]
+        if bad:
+            raise ValueError(
+                f"model.block_out_channels {bad} must be multiples of model.norm_num_groups={norm_num_groups}"
+            )
+        factor = 2 ** (len(widths) - 1)
+        if image_size % factor:
+            raise ValueError(
+                f"data.image_size={image_size} cannot pass a U-Net with {len(widths)} levels: it must be a "
+                f"multiple of {factor}; change data.image_size or model.block_out_channels"
+            )
+        self.channels, self.image_size = int(channels), int(image_size)
+        self.unet = UNet2DModel(
+            sample_size=image_size,
+            in_channels=3 * channels,
+            out_channels=channels,
+            block_out_channels=tuple(widths),
+            down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention),
+            up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)),
+            layers_per_block=layers_per_block,
+            add_attention=mid_attention,
+            norm_num_groups=norm_num_groups,
+            attention_head_dim=attention_head_dim,
+        )
+
+    def forward(self, a: Tensor, b: Tensor, observed: Tensor, t: Tensor) -> Tensor:
+        expected = (self.channels, self.image_size, self.image_size)
+        if a.shape[1:] != expected:
+            raise ValueError(f"the velocity field was built for images of shape {expected}, got {tuple(a.shape[1:])}")
+        o = observed.to(a.dtype)
+        h = torch.cat([a, b, o], dim=1) * 2 - 1
+        v = self.unet(h, t.to(a.dtype) * TIME_SCALE).sample
+        return v * (1 - o)

@@ -1,0 +1,35 @@
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+#: Shrinks the default run to seconds on a CPU: a tiny U-Net on 16×16 crops.
+TINY = [
+    "trainer=cpu",
+    "data.n=64",
+    "data.image_size=16",
+    "model=unet_tiny",
+    "miri.rounds=2",
+    "miri.steps_per_round=10",
+    "miri.batch_size=16",
+    "miri.ode_steps=4",
+    "miri.impute_batch_size=32",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
+    """The real composed config (configs/train.yaml) with ``overrides``, writing to ``output_dir``."""
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose("train", overrides=[*TINY, f"output_dir={output_dir}", *overrides])
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    """compose(overrides) -> the tiny config writing under tmp_path/run."""
+    return lambda *overrides: compose_config(list(overrides), tmp_path / "run")

@@ -1,0 +1,142 @@
+import pytest
+import torch
+
+from miri_lightning import flow
+
+
+def masked_constant(value):
+    """A velocity field equal to ``value`` on missing entries and 0 on observed ones."""
+    return lambda a, b, o, t: torch.where(o.bool(), 0.0, torch.as_tensor(value, dtype=a.dtype))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_views_take_observed_entries_from_source_and_partner(channels):
+    g = torch.Generator().manual_seed(0)
+    z0, z1 = torch.rand(4, channels, 5, 5, generator=g), torch.rand(4, channels, 5, 5, generator=g)
+    o = torch.rand(4, channels, 5, 5, generator=g) > 0.5
+    t = torch.tensor([0.0, 0.25, 0.5, 1.0])
+    a, b = flow.views(z0, z1, o, t)
+    x_t = (1 - t.view(-1, 1, 1, 1)) * z0 + t.view(-1, 1, 1, 1) * z1
+    assert torch.equal(a[o], z0[o]) and torch.equal(b[o], z1[o])
+    assert torch.allclose(a[~o], x_t[~o]) and torch.allclose(b[~o], x_t[~o])
+    assert torch.allclose(flow.interpolate(z0, z1, t)[0], z0[0]) and torch.allclose(
+        flow.interpolate(z0, z1, t)[3], z1[3]
+    )
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_loss_gradient_is_zero_on_observed_entries(channels):
+    g = torch.Generator().manual_seed(1)
+    shape = (6, channels, 4, 4)
+    z0, z1 = torch.rand(shape, generator=g), torch.rand(shape, generator=g)
+    o = torch.rand(shape, generator=g) > 0.4
+    raw = torch.randn(shape, generator=g, requires_grad=True)  # a "network" that outputs raw
+    loss = flow.miri_loss(lambda a, b, m, t: raw, z0, z1, o, torch.rand(6, generator=g))
+    loss.backward()
+    assert torch.count_nonzero(raw.grad[o]) == 0
+    assert torch.count_nonzero(raw.grad[~o]) == (~o).sum()
+
+
+def test_loss_averages_over_missing_entries_only():
+    z0 = torch.zeros(2, 1, 2, 2)
+    z1 = torch.ones(2, 1, 2, 2)
+    o = torch.tensor([[[[1, 0], [0, 0]]], [[[1, 1], [1, 0]]]], dtype=torch.bool)
+    # target z1 - z0 = 1 everywhere; v = 0 gives error 1 on the 4 missing entries; observed
+    # entries carry a huge velocity that must not count.
+    loss = flow.miri_loss(lambda a, b, m, t: torch.where(m, 1e6, 0.0), z0, z1, o, torch.rand(2))
+    assert loss.item() == pytest.approx(1.0)
+    # the exact velocity (z1 - z0 on missing entries) has zero loss
+    loss = flow.miri_loss(lambda a, b, m, t: torch.where(m, 0.0, 1.0), z0, z1, o, torch.rand(2))
+    assert loss.item() == 0.0
+
+
+@pytest.mark.parametrize("solver", flow.SOLVERS)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_solvers_leave_observed_entries_bit_identical(solver, channels):
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(5, channels, 6, 6, generator=g)
+    o = torch.rand(5, channels, 6, 6, generator=g) > 0.5
+    # a field that ignores the mask: the solver itself must keep observed entries
+    wild = lambda a, b, m, t: torch.sin(37 * a) + t.view(-1, 1, 1, 1)  # noqa: E731
+    y = flow.impute(wild, x, o, steps=7, solver=solver)
+    assert torch.equal(y[o], x[o])
+    assert not torch.equal(y[~o], x[~o])
+
+
+@pytest.mark.parametrize("solver", flow.SOLVERS)
+def test_constant_velocity_lands_at_start_plus_velocity(solver):
+    x = torch.full((3, 3, 4, 4), 0.2)
+    o = torch.zeros_like(x, dtype=torch.bool)
+    o[:, :, 0] = True
+    y = flow.impute(masked_constant(0.5), x, o, steps=10, solver=solver)
+    assert torch.allclose(y[~o], torch.full_like(y[~o], 0.7), atol=1e-6)
+    assert torch.equal(y[o], x[o])
+
+
+@pytest.mark.parametrize("steps", [1, 4, 10])
+def test_time_dependent_velocity_matches_known_discretisations(steps):
+    """dy/ds = s from y(0) = 0: exact y(1) = 1/2. Euler's left sums give (1 - 1/n)/2;
+    Heun's trapezoids are exact for a linear integrand."""
+    x = torch.zeros(2, 1, 3, 3)
+    o = torch.zeros_like(x, dtype=torch.bool)
+    v = lambda a, b, m, t: t.view(-1, 1, 1, 1).expand_as(a)  # noqa: E731
+    euler = flow.impute(v, x, o, steps, "euler", clamp=None)
+    heun = flow.impute(v, x, o, steps, "heun", clamp=None)
+    assert torch.allclose(euler, torch.full_like(x, (1 - 1 / steps) / 2), atol=1e-6)
+    assert torch.allclose(heun, torch.full_like(x, 0.5), atol=1e-6)
+
+
+def test_linear_ode_gives_the_solvers_growth_factors():
+    """dy/ds = y: Euler multiplies by (1 + h)^n, Heun by (1 + h + h²/2)^n."""
+    x = torch.full((1, 1, 2, 2), 0.1)
+    o = torch.zeros_like(x, dtype=torch.bool)
+    v = lambda a, b, m, t: a  # noqa: E731
+    n, h = 5, 0.2
+    assert torch.allclose(flow.impute(v, x, o, n, "euler", clamp=None), x * (1 + h) ** n)
+    assert torch.allclose(flow.impute(v, x, o, n, "heun", clamp=None), x * (1 + h + h * h / 2) ** n)
+
+
+def test_euler_follows_the_rectified_flow_to_a_point_exactly():
+    """1-D toy: transporting 0.1 to the point 0.9 along the straight line has the field
+    v(y, s) = (0.9 - y) / (1 - s), constant (0.8) on the path; Euler lands on 0.9."""
+    x = torch.full((4, 1, 1, 1), 0.1)
+    o = torch.zeros_like(x, dtype=torch.bool)
+    v = lambda a, b, m, t: (0.9 - a) / (1 - t.view(-1, 1, 1, 1))  # noqa: E731
+    y = flow.impute(v, x, o, 20, "euler")
+    assert torch.allclose(y, torch.full_like(y, 0.9), atol=1e-5)
+
+
+def test_clamping_keeps_missing_entries_in_the_data_range():
+    x = torch.full((2, 3, 4, 4), 0.5)
+    o = torch.rand(2, 3, 4, 4) > 0.5
+    for solver in flow.SOLVERS:
+        y = flow.impute(masked_constant(3.0), x, o, 4, solver)
+        assert y[~o].max().item() == 1.0 and torch.equal(y[o], x[o])
+        y = flow.impute(masked_constant(-3.0), x, o, 4, solver)
+        assert y[~o].min().item() == 0.0
+
+
+def test_bad_solver_and_steps_are_refused():
+    x = torch.zeros(1, 1, 2, 2)
+    o = torch.ones_like(x, dtype=torch.bool)
+    with pytest.raises(ValueError, match="miri.solver"):
+        flow.impute(masked_constant(0.0), x, o, 3, "rk45")
+    with pytest.raises(ValueError, match="miri.ode_steps"):
+        flow.impute(masked_constant(0.0), x, o, 0)
+
+
+def test_initial_fills_keep_observed_entries():
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(50, 3, 4, 4, generator=g) * 0.5 + 0.25
+    o = torch.rand(50, 3, 4, 4, generator=g) > 0.3
+    noise = flow.initial_fill(x, o, "noise", torch.Generator().manual_seed(0))
+    again = flow.initial_fill(x, o, "noise", torch.Generator().manual_seed(0))
+    assert torch.equal(noise, again) and torch.equal(noise[o], x[o])
+    assert noise[~o].min() < 0.1 and noise[~o].max() > 0.9  # U[0, 1], not the data's range
+    mean = flow.initial_fill(x, o, "mean")
+    assert torch.equal(mean[o], x[o])
+    for c in range(3):
+        expected = x[:, c][o[:, c]].mean()
+        assert torch.allclose(mean[:, c][~o[:, c]], expected.expand((~o[:, c]).sum()))
+    with pytest.raises(ValueError, match="miri.init"):
+        flow.initial_fill(x, o, "zeros")

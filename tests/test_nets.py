@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from miri_lightning.nets import ConditionalUNet
+
+
+def tiny_unet(channels=3, image_size=16, **kwargs):
+    kwargs = {"block_out_channels": (8, 16), "attention": (False, True), "norm_num_groups": 4, **kwargs}
+    return ConditionalUNet(channels, image_size, **kwargs)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_velocity_is_zero_on_observed_entries_and_not_elsewhere(channels):
+    torch.manual_seed(0)
+    net = tiny_unet(channels)
+    a = torch.rand(4, channels, 16, 16)
+    o = torch.rand(4, channels, 16, 16) > 0.5
+    v = net(a, torch.rand_like(a), o, torch.rand(4))
+    assert v.shape == a.shape
+    assert torch.count_nonzero(v[o]) == 0
+    assert torch.count_nonzero(v[~o]) == (~o).sum()
+
+
+def test_time_is_passed_as_a_float_not_rounded_to_an_integer_step():
+    torch.manual_seed(0)
+    net = tiny_unet().eval()
+    a = torch.rand(2, 3, 16, 16)
+    o = torch.zeros_like(a, dtype=torch.bool)
+    # 0.3001 and 0.3004 map to timesteps 300.1 and 300.4: a cast to long would make them equal
+    v1 = net(a, a, o, torch.full((2,), 0.3001))
+    v2 = net(a, a, o, torch.full((2,), 0.3004))
+    assert not torch.equal(v1, v2)
+
+
+def test_views_and_mask_all_reach_the_network():
+    torch.manual_seed(0)
+    net = tiny_unet().eval()
+    a, b = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    o = torch.rand(1, 3, 16, 16) > 0.5
+    t = torch.full((1,), 0.5)
+    base = net(a, b, o, t)
+    assert not torch.equal(base, net(a, b.flip(-1), o, t))
+    assert not torch.equal(base, net(a.flip(-1), b, o, t))
+    o2 = o.clone()
+    o2[0, 0, 0, :4] = ~o2[0, 0, 0, :4]
+    assert not torch.equal(base[~o2 & ~o], net(a, b, o2, t)[~o2 & ~o])
+
+
+def test_image_size_the_unet_cannot_take_is_refused_with_the_setting_named():
+    with pytest.raises(ValueError, match="data.image_size=18"):
+        ConditionalUNet(3, 18, block_out_channels=(8, 16, 32), attention=(False, False, False), norm_num_groups=4)
+
+
+def test_inconsistent_levels_and_groups_are_refused():
+    with pytest.raises(ValueError, match="model.attention"):
+        ConditionalUNet(3, 16, block_out_channels=(8, 16), attention=(False,), norm_num_groups=4)
+    with pytest.raises(ValueError, match="model.norm_num_groups"):
+        ConditionalUNet(3, 16, block_out_channels=(12, 16), attention=(False, False), norm_num_groups=8)
+
+
+def test_input_of_another_shape_is_refused():
+    net = tiny_unet()
+    a = torch.rand(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="built for images of shape"):
+        net(a, a, torch.ones_like(a, dtype=torch.bool), torch.rand(1))

@@ -1,0 +1,15 @@
+"""Train MIRI: ``python train.py [data=...] [mask=...] [key=value ...]`` (see README.md)."""
+
+import hydra
+from omegaconf import DictConfig
+
+from miri_lightning.run import train
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()
