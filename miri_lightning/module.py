@@ -6,15 +6,17 @@ import torch
 from torch import Tensor
 
 from miri_lightning import flow
+from miri_lightning.data.datamodule import round_seed
 
 
 class MIRIModule(L.LightningModule):
     """Trains the velocity field of the current MIRI round.
 
     net: the velocity field's config (a dict with ``_target_``, see ``configs/model``);
-    lr, weight_decay: Adam's; reinit: start every round from freshly initialised weights and
-    an empty optimiser state (the paper), instead of the previous round's (warm start);
-    seed: seeds the re-initialisation of each round, identically on every rank.
+    lr, weight_decay: Adam's (``lr`` also applies when a run resumes with another one);
+    reinit: start every round from freshly initialised weights and an empty optimiser state
+    (the paper), instead of the previous round's (warm start); seed: with the round and the
+    rank, seeds every random draw of a round, so a resumed round repeats the killed one.
     """
 
     def __init__(self, net: dict, lr: float = 1e-3, weight_decay: float = 0.0, reinit: bool = False, seed: int = 0):
@@ -23,28 +25,43 @@ class MIRIModule(L.LightningModule):
             raise ValueError(f"optim.lr must be positive, got {lr}")
         self.save_hyperparameters()
         self.velocity = hydra.utils.instantiate(net)
+        self._times: torch.Generator | None = None  # the draws of t, seeded per round and rank
 
     def forward(self, a: Tensor, b: Tensor, observed: Tensor, t: Tensor) -> Tensor:
         return self.velocity(a, b, observed, t)
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         source, observed, partner = batch
-        t = torch.rand(source.shape[0], device=source.device)
+        t = torch.rand(source.shape[0], device=source.device, generator=self._times)
         loss = flow.miri_loss(self.velocity, source, partner, observed, t)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"train/loss is {loss.item()} in round {self.current_epoch + 1}, step {self.global_step}: the run "
+                "stops here; last.ckpt and the snapshots of the completed rounds are intact. Lower optim.lr and "
+                "resume with ckpt_path=last"
+            )
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
+    def on_train_start(self) -> None:
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = self.hparams.lr
+
     def on_train_epoch_start(self) -> None:
-        if self.hparams.reinit and self.current_epoch > 0:
-            self.reset_velocity(self.current_epoch)
+        round_index = self.current_epoch
+        if self.hparams.reinit and round_index > 0:
+            self.reset_velocity(round_index)
+        seed = round_seed(self.hparams.seed, round_index, self.global_rank, stream=1)
+        self._times = torch.Generator(device=self.device).manual_seed(seed)
 
     def reset_velocity(self, round_index: int) -> None:
-        """Fresh weights (seeded by ``seed`` and the round) and a fresh optimiser state."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.hparams.seed * 7919 + round_index)
-            for module in self.velocity.modules():
-                if module is not self.velocity and hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
+        """Fresh weights (seeded by ``seed`` and the round, the same on every rank) and a
+        fresh optimiser state."""
+        torch.manual_seed(round_seed(self.hparams.seed, round_index, rank=0, stream=2))
+        for module in self.velocity.modules():
+            if module is not self.velocity and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
         for optimizer in self.trainer.optimizers:
             optimizer.state.clear()
 

@@ -1,11 +1,14 @@
 """Builds a MIRI run from a composed Hydra config and trains it (the body of train.py)."""
 
+import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
@@ -13,6 +16,20 @@ from omegaconf import DictConfig, OmegaConf
 from miri_lightning.callbacks import MIRICallback
 from miri_lightning.data.datamodule import MIRIDataModule
 from miri_lightning.module import MIRIModule
+
+#: Warnings that Lightning and torch raise on every run and that tell a user nothing.
+KNOWN_NOISE = (
+    r".*`IterableDataset` has `__len__` defined.*",  # our pair batches are drawn in the main process
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    r".*torch.distributed.nn.functional.all_gather is deprecated.*",
+    r".*smaller than the logging interval.*",
+    r".*Checkpoint directory .* exists and is not empty.*",  # the run directory holds config and logs too
+)
+
+
+def quiet_known_warnings() -> None:
+    for message in KNOWN_NOISE:
+        warnings.filterwarnings("ignore", message=message)
 
 
 @dataclass
@@ -35,21 +52,58 @@ def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
                     f"output_dir {output_dir} already holds a run ({last.name}): resume it with ckpt_path=last, "
                     "pick another run_name, or pass overwrite=true to delete it"
                 )
-            shutil.rmtree(output_dir)
+            remove_run(output_dir)
         return None
     if ckpt == "last":
         if not last.exists():
             raise ValueError(f"ckpt_path=last, but {last} does not exist: there is no run to resume in output_dir")
-        return str(last)
-    if not Path(ckpt).is_file():
-        raise ValueError(f"ckpt_path={ckpt} is not a file")
+        ckpt = last
     return str(ckpt)
+
+
+def remove_run(output_dir: Path) -> None:
+    """Delete what a run wrote (``overwrite=true``), leaving Hydra's own files to Hydra."""
+    for pattern in ("*.ckpt", "config.yaml"):
+        for path in output_dir.glob(pattern):
+            path.unlink()
+    for folder in ("imputed", "tensorboard"):
+        shutil.rmtree(output_dir / folder, ignore_errors=True)
+
+
+def check_checkpoint(path: Path) -> dict:
+    """Load a checkpoint without arbitrary pickle and check that it is one of ours."""
+    if not path.is_file():
+        raise ValueError(f"ckpt_path={path} is not a file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"checkpoint {path} cannot be read ({type(error).__name__}): it is truncated, altered, or holds "
+            "objects other than tensors and plain values; resume from another round_*.ckpt of the run"
+        ) from error
+    if MIRIDataModule.__qualname__ not in checkpoint or "net" not in checkpoint.get("hyper_parameters", {}):
+        raise ValueError(f"checkpoint {path} is not a miri_lightning training checkpoint")
+    return checkpoint
+
+
+def check_writable(output_dir: Path) -> None:
+    """Fail before any work if ``output_dir`` cannot be created or written."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"output_dir {output_dir} is not writable ({error}): choose another output_dir") from error
 
 
 def build(cfg: DictConfig) -> tuple[Run, str | None]:
     """Validate the config and build trainer, module, data and callbacks (no training)."""
+    quiet_known_warnings()
     output_dir = Path(cfg.output_dir)
+    check_writable(output_dir)
     ckpt_path = resolve_ckpt_path(cfg, output_dir)
+    resumed_step = int(check_checkpoint(Path(ckpt_path))["global_step"]) if ckpt_path else None
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     miri = cfg.miri
     source = hydra.utils.instantiate(cfg.data)
@@ -63,18 +117,35 @@ def build(cfg: DictConfig) -> tuple[Run, str | None]:
     )
     if miri.rounds < 1:
         raise ValueError(f"miri.rounds must be at least 1, got {miri.rounds}")
-    callback = MIRICallback(miri.ode_steps, miri.solver, miri.impute_batch_size)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    keep = cfg.checkpoint.keep
+    callback = MIRICallback(miri.ode_steps, miri.solver, miri.impute_batch_size, keep_rounds=keep)
+    if ckpt_path is None:  # a resumed run keeps the config it was started with
+        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
-    callbacks = [callback, ModelCheckpoint(dirpath=str(output_dir), save_last=True, save_top_k=0)]
+    rounds = ModelCheckpoint(
+        dirpath=str(output_dir),
+        filename="round_{round:03.0f}",
+        auto_insert_metric_name=False,
+        monitor="round",
+        mode="max",
+        save_top_k=keep,
+        save_last=True,
+    )
+    callbacks = [callback, rounds]
     if trainer_args.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar())
     trainer = L.Trainer(
         **trainer_args,
         max_epochs=miri.rounds,
         default_root_dir=str(output_dir),
-        logger=TensorBoardLogger(str(output_dir), name="", version="tensorboard", default_hp_metric=False),
+        logger=TensorBoardLogger(
+            str(output_dir),
+            name="",
+            version="tensorboard",
+            default_hp_metric=False,
+            # a resumed run discards the events the killed run logged after its checkpoint
+            purge_step=resumed_step,
+        ),
         callbacks=callbacks,
         reload_dataloaders_every_n_epochs=1,
         limit_val_batches=0,
@@ -102,5 +173,5 @@ def check_data(run: Run) -> None:
 def train(cfg: DictConfig) -> Run:
     run, ckpt_path = build(cfg)
     check_data(run)
-    run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path)
+    run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path, weights_only=True)
     return run

@@ -16,16 +16,32 @@ def save_snapshot(output_dir: str | Path, round_index: int, imputed: Tensor, obs
     """Write tensors ``imputed`` (N, ...) and ``observed`` to a temporary file, flush it to
     disk, and rename it into place: a kill at any instant leaves no half-written snapshot."""
     path = snapshot_path(output_dir, round_index)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         save_file({"imputed": imputed.contiguous().cpu(), "observed": observed.contiguous().cpu()}, str(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        raise OSError(
+            f"could not write the snapshot {path} ({error}); the earlier snapshots and last.ckpt are intact: "
+            "free space or fix output_dir, then resume with ckpt_path=last"
+        ) from error
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def prune_snapshots(output_dir: str | Path, keep_after: int) -> list[Path]:
+    """Delete the snapshots of rounds <= ``keep_after``; returns the deleted paths."""
+    deleted = []
+    for path in sorted((Path(output_dir) / "imputed").glob("round_*.safetensors")):
+        digits = path.stem.removeprefix("round_")
+        if digits.isdigit() and int(digits) <= keep_after:
+            path.unlink(missing_ok=True)
+            deleted.append(path)
+    return deleted
 
 
 def tensor_digest(tensor: Tensor) -> str:

@@ -59,8 +59,8 @@ def test_round_and_rank_give_different_draws_and_the_same_seed_the_same():
     store = indexed_store()
     draw = lambda s: drawn_indices(PairBatches(store, 32, 3, s))  # noqa: E731
     assert torch.equal(draw(round_seed(0, 1, 0))[0], draw(round_seed(0, 1, 0))[0])
-    seeds = {round_seed(0, r, k) for r in range(20) for k in range(8)}
-    assert len(seeds) == 160
+    seeds = {round_seed(s, r, k, stream) for s in range(3) for r in range(20) for k in range(8) for stream in range(3)}
+    assert len(seeds) == 3 * 20 * 8 * 3
     assert not torch.equal(draw(round_seed(0, 1, 0))[0], draw(round_seed(0, 1, 1))[0])
     assert not torch.equal(draw(round_seed(0, 1, 0))[0], draw(round_seed(0, 2, 0))[0])
 

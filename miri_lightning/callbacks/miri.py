@@ -1,6 +1,7 @@
 """The MIRI callback: at the end of each round (epoch), re-impute the whole store."""
 
 import contextlib
+import logging
 import math
 import time
 
@@ -11,15 +12,20 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from miri_lightning import flow, metrics
+from miri_lightning.snapshots import prune_snapshots, tensor_digest
+
+log = logging.getLogger(__name__)
 
 
 class MIRICallback(L.Callback):
     """Re-imputes every item with the round's velocity field, then logs and snapshots.
 
     Under DDP each rank solves the ODE for its own contiguous shard; the shards are
-    all-gathered so that every rank ends the round with the same full store. Rank 0 logs
-    ``round/*`` scalars (when the truth is known) and the ``round/reconstructions`` grid at
-    step = round and prints one line per round; the DataModule snapshots the store.
+    all-gathered so that every rank ends the round with the same full store (each rank logs
+    its shard and the store's hash). Rank 0 logs ``round/*`` scalars (when the truth is
+    known) and the ``round/reconstructions`` grid at the step that ends the round, and prints
+    one line per round; the DataModule snapshots the store. Snapshots older than the last
+    ``keep_rounds`` rounds are deleted once a newer checkpoint exists (-1 keeps all).
     """
 
     def __init__(
@@ -29,6 +35,7 @@ class MIRICallback(L.Callback):
         impute_batch_size: int = 500,
         clamp: tuple[float, float] | None = (0.0, 1.0),
         grid_images: int = 8,
+        keep_rounds: int = -1,
     ):
         if solver not in flow.SOLVERS:
             raise ValueError(f"miri.solver must be one of {flow.SOLVERS}, got {solver!r}")
@@ -39,6 +46,9 @@ class MIRICallback(L.Callback):
         self.ode_steps, self.solver, self.impute_batch_size = ode_steps, solver, impute_batch_size
         self.clamp = tuple(clamp) if clamp is not None else None
         self.grid_images = grid_images
+        if keep_rounds == 0 or keep_rounds < -1:
+            raise ValueError(f"checkpoint.keep must be -1 (all) or at least 1, got {keep_rounds}")
+        self.keep_rounds = keep_rounds
         #: One dict per logged round (rank 0): round, seconds, and the metrics.
         self.history: list[dict] = []
         self._round_started = 0.0
@@ -46,18 +56,31 @@ class MIRICallback(L.Callback):
     # -- hooks ---------------------------------------------------------------------------
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        datamodule = trainer.datamodule
-        if datamodule.round == 0:
-            self._report(trainer, pl_module, 0, 0.0)
+        # the store as the run starts: the initial fill, or the round a resumed run restored
+        # (logged again: the resumed logger dropped the killed run's events from this step on)
+        self._report(trainer, pl_module, trainer.datamodule.round, None)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._round_started = time.perf_counter()
+        self._prune(trainer)
+        log.info(f"round {trainer.current_epoch + 1}: training {trainer.num_training_batches} steps")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._prune(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datamodule = trainer.datamodule
         store = datamodule.store
+        round_index = trainer.current_epoch + 1
         imputed = self.reimpute(trainer, pl_module, store.imputed, store.observed)
-        datamodule.commit_round(trainer.current_epoch + 1, imputed, write=trainer.is_global_zero)
+        if not torch.isfinite(imputed).all():
+            raise FloatingPointError(
+                f"the imputation of round {round_index} holds NaN or infinite values: the run stops; last.ckpt and "
+                "the snapshots of the completed rounds are intact. Lower optim.lr and resume with ckpt_path=last"
+            )
+        datamodule.commit_round(round_index, imputed, write=trainer.is_global_zero)
+        log.info(f"round {round_index}: rank {trainer.global_rank} holds the store sha256 {tensor_digest(imputed)}")
+        pl_module.log("round", float(round_index), logger=False)
         self._report(trainer, pl_module, datamodule.round, time.perf_counter() - self._round_started)
 
     # -- the re-imputation ---------------------------------------------------------------
@@ -68,6 +91,10 @@ class MIRICallback(L.Callback):
         n, world, rank = imputed.shape[0], trainer.world_size, trainer.global_rank
         shard = math.ceil(n / world)
         start, stop = min(rank * shard, n), min((rank + 1) * shard, n)
+        log.info(
+            f"round {trainer.current_epoch + 1}: rank {rank} re-imputing items [{start}, {stop}) of {n}, "
+            f"{self.ode_steps} {self.solver} steps"
+        )
         was_training = pl_module.training
         pl_module.eval()
         parts = []
@@ -89,9 +116,18 @@ class MIRICallback(L.Callback):
         gathered = pl_module.all_gather(padded.to(pl_module.device))  # (world, shard, ...)
         return gathered.reshape(world * shard, *imputed.shape[1:])[:n].to(imputed.device)
 
+    def _prune(self, trainer: L.Trainer) -> None:
+        datamodule = trainer.datamodule
+        if trainer.is_global_zero and self.keep_rounds > 0 and datamodule.output_dir is not None:
+            prune_snapshots(datamodule.output_dir, keep_after=datamodule.round - self.keep_rounds)
+
     # -- reporting -----------------------------------------------------------------------
 
-    def _report(self, trainer: L.Trainer, pl_module: L.LightningModule, round_index: int, seconds: float) -> None:
+    def _report(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, round_index: int, seconds: float | None
+    ) -> None:
+        """Log and print the metrics of the store after round ``round_index``; ``seconds``:
+        the round's wall time, None for the store a run starts from."""
         if not trainer.is_global_zero:
             return
         store = trainer.datamodule.store
@@ -103,13 +139,15 @@ class MIRICallback(L.Callback):
         if logger is not None:
             scalars = {f"round/{k}": v for k, v in record.items() if k not in ("round", "seconds")}
             if scalars:
-                logger.log_metrics(scalars, step=round_index)
+                logger.log_metrics(scalars, step=trainer.global_step)
             writer = getattr(logger, "experiment", None)
             if hasattr(writer, "add_image"):
-                writer.add_image("round/reconstructions", self.grid(store), global_step=round_index)
+                writer.add_image("round/reconstructions", self.grid(store), global_step=trainer.global_step)
         line = f"round {round_index:3d}"
-        if round_index:
+        if seconds is not None:
             line += f" | {seconds:7.1f} s"
+        elif round_index:
+            line += " | resumed  "
         if store.truth is not None:
             line += " | " + " ".join(
                 f"{k} {record[k]:.4f}" if k in ("ssim", "rmse_missing") else f"{k} {record[k]:.2f} dB"

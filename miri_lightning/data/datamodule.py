@@ -49,9 +49,10 @@ class PairBatches(IterableDataset):
             yield self.store.imputed[i], self.store.observed[i], self.store.imputed[j]
 
 
-def round_seed(seed: int, round_index: int, rank: int) -> int:
-    """A seed for the draws of one rank in one round, distinct across (round, rank)."""
-    return (seed * 1_000_003 + round_index * 10_007 + rank) % (2**63)
+def round_seed(seed: int, round_index: int, rank: int, stream: int = 0) -> int:
+    """A seed for one stream of random draws (0: pairs, 1: times, 2: weights) of one rank in
+    one round, distinct across (stream, round, rank)."""
+    return (((seed * 1_000_003 + round_index) * 10_007 + rank) * 8 + stream) % (2**63)
 
 
 class MIRIDataModule(L.LightningDataModule):
