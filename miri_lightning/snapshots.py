@@ -22,6 +22,7 @@ def save_snapshot(output_dir: str | Path, round_index: int, imputed: Tensor, obs
         save_file({"imputed": imputed.contiguous().cpu(), "observed": observed.contiguous().cpu()}, str(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files readable by their owner only
         os.replace(tmp, path)
     except OSError as error:
         raise OSError(
@@ -31,6 +32,12 @@ def save_snapshot(output_dir: str | Path, round_index: int, imputed: Tensor, obs
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def prune_snapshots(output_dir: str | Path, keep_after: int) -> list[Path]:

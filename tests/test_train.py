@@ -74,12 +74,16 @@ def test_a_new_run_does_not_overwrite_an_existing_one(tiny_config):
     train(tiny_config("miri.rounds=1", "overwrite=true"))
 
 
-def test_resume_with_another_mask_or_size_is_refused_before_training(tiny_config):
+def test_resume_with_other_data_mask_or_size_is_refused_before_training(tiny_config):
     train(tiny_config("miri.rounds=1"))
     with pytest.raises(ValueError, match="another mask"):
         train(tiny_config("miri.rounds=2", "ckpt_path=last", "mask.seed=5"))
     with pytest.raises(ValueError, match="shape"):
         train(tiny_config("miri.rounds=2", "ckpt_path=last", "data.n=50"))
+    with pytest.raises(ValueError, match="shape"):
+        train(tiny_config("miri.rounds=2", "ckpt_path=last", "data.image_size=8"))
+    with pytest.raises(ValueError, match="other images"):
+        train(tiny_config("miri.rounds=2", "ckpt_path=last", "data.seed=1"))
 
 
 @pytest.mark.parametrize(

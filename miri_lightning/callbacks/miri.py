@@ -143,6 +143,8 @@ class MIRICallback(L.Callback):
             writer = getattr(logger, "experiment", None)
             if hasattr(writer, "add_image"):
                 writer.add_image("round/reconstructions", self.grid(store), global_step=trainer.global_step)
+                if store.truth is not None:
+                    writer.add_image("round/difference", self.difference(store), global_step=trainer.global_step)
         line = f"round {round_index:3d}"
         if seconds is not None:
             line += f" | {seconds:7.1f} s"
@@ -150,8 +152,8 @@ class MIRICallback(L.Callback):
             line += " | resumed  "
         if store.truth is not None:
             line += " | " + " ".join(
-                f"{k} {record[k]:.4f}" if k in ("ssim", "rmse_missing") else f"{k} {record[k]:.2f} dB"
-                for k in ("psnr_missing", "psnr_full", "rmse_missing", "ssim")
+                f"{k} {record[k]:.2f} dB" if k.startswith("psnr") else f"{k} {record[k]:.4f}"
+                for k in ("psnr_missing", "psnr_full", "rmse_missing", "ssim", "mmd")
             )
         else:
             line += " | no ground truth: metrics skipped"
@@ -164,10 +166,18 @@ class MIRICallback(L.Callback):
         rows = [torch.where(observed, imputed, 0.5), imputed]
         if store.truth is not None:
             rows.append(store.truth[:k].float())
-        images = torch.cat(rows)
+        return self._tile(torch.cat(rows), k)
+
+    def difference(self, store) -> Tensor:
+        """|imputed - truth| of the grid's images, zero on observed entries; (3, H', W')."""
+        k = min(self.grid_images, len(store))
+        return self._tile((store.imputed[:k].float() - store.truth[:k].float()).abs(), k)
+
+    @staticmethod
+    def _tile(images: Tensor, per_row: int) -> Tensor:
         if images.shape[1] not in (1, 3):
             images = images[:, :1]
-        return make_grid(images, nrow=k, padding=1, pad_value=1.0)
+        return make_grid(images, nrow=per_row, padding=1, pad_value=1.0)
 
 
 @contextlib.contextmanager

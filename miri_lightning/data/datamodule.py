@@ -113,6 +113,7 @@ class MIRIDataModule(L.LightningDataModule):
             "round": self.round,
             "shape": list(store.imputed.shape),
             "observed_sha256": tensor_digest(store.observed),
+            "data_sha256": observed_data_digest(store),
         }
         if self.round > 0 and self.output_dir is not None:
             state["snapshot"] = snapshot_path(".", self.round).as_posix()
@@ -133,6 +134,11 @@ class MIRIDataModule(L.LightningDataModule):
                 "the checkpoint was made with another mask than the one these settings give: resume with the "
                 "run's own mask.* and data.* settings (see its config.yaml)"
             )
+        if observed_data_digest(store) != state["data_sha256"]:
+            raise ValueError(
+                "the checkpoint was made on other images than the ones these settings give: resume with the "
+                "run's own data.* settings (see its config.yaml)"
+            )
         round_index = int(state["round"])
         if round_index > 0:
             if self.output_dir is None or "snapshot" not in state:
@@ -145,6 +151,11 @@ class MIRIDataModule(L.LightningDataModule):
                 raise ValueError(f"snapshot {path} does not hold the data its checkpoint recorded (hash differs)")
             store.imputed = tensors["imputed"].to(store.imputed.device)
         self.round = round_index
+
+
+def observed_data_digest(store: Store) -> str:
+    """sha256 of the observed entries' values (missing entries zeroed): what the data are."""
+    return tensor_digest(torch.where(store.observed, store.imputed, 0))
 
 
 def build_store(loaded: LoadedImages, mask, init: str, seed: int) -> Store:

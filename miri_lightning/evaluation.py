@@ -1,0 +1,149 @@
+"""Evaluate a finished run: MIRI's snapshots and the baselines, on the same data and masks."""
+
+import csv
+import math
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+from torch import Tensor
+
+from miri_lightning import metrics
+from miri_lightning.baselines import BASELINES
+from miri_lightning.fid import Features, fid, inception_features
+
+COLUMNS = (
+    "method",
+    "round",
+    "fid",
+    "psnr_missing",
+    "psnr_full",
+    "ssim",
+    "ssim_missing",
+    "rmse_missing",
+    "mae_missing",
+    "mmd",
+    "seconds",
+)
+HEADERS = {
+    "method": "method",
+    "round": "round",
+    "fid": "FID",
+    "psnr_missing": "PSNR missing (dB)",
+    "psnr_full": "PSNR (dB)",
+    "ssim": "SSIM",
+    "ssim_missing": "SSIM missing",
+    "rmse_missing": "RMSE missing",
+    "mae_missing": "MAE missing",
+    "mmd": "MMD²",
+    "seconds": "seconds",
+}
+
+
+def scores(x: Tensor, truth: Tensor, observed: Tensor, mmd_items: int, features: Features | None) -> dict:
+    """Every metric of the table for one imputation x of the set."""
+    row = {
+        "psnr_missing": metrics.psnr_missing(x, truth, observed).item(),
+        "psnr_full": metrics.psnr_full(x, truth).item(),
+        "ssim": metrics.ssim(x, truth).item(),
+        "ssim_missing": metrics.ssim_missing(x, truth, observed).item(),
+        "rmse_missing": metrics.rmse_missing(x, truth, observed).item(),
+        "mae_missing": metrics.mae_missing(x, truth, observed).item(),
+        "mmd": metrics.mmd(x, truth, mmd_items).item(),
+    }
+    row["fid"] = fid(x, truth, features) if features is not None else None
+    return row
+
+
+def snapshots(output_dir: Path) -> list[tuple[int, Path]]:
+    found = sorted((output_dir / "imputed").glob("round_[0-9]*.safetensors"))
+    if not found:
+        raise ValueError(f"{output_dir} holds no imputed/round_XXX.safetensors: is it a run directory of train.py?")
+    return [(int(path.stem.removeprefix("round_")), path) for path in found]
+
+
+def load_truth(output_dir: Path) -> Tensor:
+    """The complete images of the run, rebuilt from its config.yaml."""
+    config = output_dir / "config.yaml"
+    if not config.is_file():
+        raise ValueError(f"{config} does not exist: is {output_dir} a run directory of train.py?")
+    cfg = OmegaConf.load(config)
+    loaded = hydra.utils.instantiate(cfg.data).load()
+    if not loaded.has_truth:
+        raise ValueError(f"the data of {output_dir} come without ground truth: there is nothing to evaluate against")
+    return loaded.values
+
+
+def evaluate(
+    output_dir: str | Path,
+    per_round: bool = False,
+    baselines: tuple[str, ...] = ("mean", "nearest", "biharmonic"),
+    mmd_items: int = 1000,
+    fid_weights: str | None = None,
+    features: Features | None = None,
+    say=print,
+) -> list[dict]:
+    """Rows of the table: MIRI at the last round (every kept round with ``per_round``), then
+    each baseline on the same masks. ``features``: the FID feature network (default:
+    torch-fidelity's Inception; FID is skipped with one line when its weights are absent)."""
+    output_dir = Path(output_dir)
+    unknown = [name for name in baselines if name not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baselines {unknown}: choose from {sorted(BASELINES)}")
+    chosen = snapshots(output_dir)
+    chosen = chosen if per_round else chosen[-1:]
+    truth = load_truth(output_dir)
+    if features is None:
+        try:
+            features = inception_features(fid_weights)
+        except FileNotFoundError as error:
+            say(f"FID skipped: {error}")
+    rows, observed = [], None
+    for round_index, path in chosen:
+        snapshot = load_file(path)
+        imputed, observed = snapshot["imputed"], snapshot["observed"]
+        if imputed.shape != truth.shape or not torch.equal(imputed[observed], truth[observed]):
+            raise ValueError(f"{path} does not hold the data of this run's config.yaml")
+        rows.append({"method": "miri", "round": round_index, **scores(imputed, truth, observed, mmd_items, features)})
+    for name in baselines:
+        started = time.perf_counter()
+        filled = BASELINES[name](torch.where(observed, truth, 0), observed)
+        seconds = time.perf_counter() - started
+        rows.append({"method": name, "round": None, **scores(filled, truth, observed, mmd_items, features)})
+        rows[-1]["seconds"] = seconds
+    return rows
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+    return str(value)
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(HEADERS[c] for c in COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_tables(rows: list[dict], output_dir: str | Path) -> tuple[Path, Path]:
+    """``metrics.csv`` and ``metrics.md`` in the run directory, and the table as TensorBoard
+    text ``evaluation/table``."""
+    output_dir = Path(output_dir)
+    csv_path, md_path = output_dir / "metrics.csv", output_dir / "metrics.md"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({c: "" if row.get(c) is None else row.get(c) for c in COLUMNS} for row in rows)
+    table = markdown(rows)
+    md_path.write_text(table + "\n")
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(output_dir / "tensorboard")) as writer:
+        writer.add_text("evaluation/table", table)
+    return csv_path, md_path
