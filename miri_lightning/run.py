@@ -118,7 +118,14 @@ def build(cfg: DictConfig) -> tuple[Run, str | None]:
     if miri.rounds < 1:
         raise ValueError(f"miri.rounds must be at least 1, got {miri.rounds}")
     keep = cfg.checkpoint.keep
-    callback = MIRICallback(miri.ode_steps, miri.solver, miri.impute_batch_size, keep_rounds=keep)
+    callback = MIRICallback(
+        miri.ode_steps,
+        miri.solver,
+        miri.impute_batch_size,
+        keep_rounds=keep,
+        mmd_items=cfg.metrics.mmd_items,
+        mine_steps=cfg.metrics.mine_steps,
+    )
     if ckpt_path is None:  # a resumed run keeps the config it was started with
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)

@@ -26,7 +26,7 @@ def scalars(output_dir, tag):
 
 
 def test_psnr_on_missing_entries_rises_over_the_initial_fill(tiny_config):
-    cfg = tiny_config("miri.rounds=3", "miri.steps_per_round=40", "mask.rate=0.3")
+    cfg = tiny_config("miri.rounds=3", "miri.steps_per_round=40", "mask.rate=0.3", "metrics.mine_steps=30")
     run = train(cfg)
     history = run.miri.history
     assert [h["round"] for h in history] == [0, 1, 2, 3]
@@ -39,9 +39,10 @@ def test_psnr_on_missing_entries_rises_over_the_initial_fill(tiny_config):
     logged, tags = scalars(out, "round/psnr_missing")
     assert [step for step, _ in logged] == [0, 40, 80, 120]  # the step that ends each round
     assert [v for _, v in logged] == pytest.approx(psnr)
-    for tag in ("train/loss", "round/psnr_full", "round/rmse_missing", "round/ssim"):
+    for tag in ("train/loss", "round/psnr_full", "round/rmse_missing", "round/ssim", "round/mmd"):
         assert tag in tags["scalars"]
-    assert "round/reconstructions" in tags["images"]
+    assert "round/mutual_information" in tags["scalars"]
+    assert {"round/reconstructions", "round/difference"} <= set(tags["images"])
 
     store = run.datamodule.store
     for round_index in (1, 2, 3):

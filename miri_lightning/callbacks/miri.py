@@ -12,6 +12,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from miri_lightning import flow, metrics
+from miri_lightning.mine import mine_estimate
 from miri_lightning.snapshots import prune_snapshots, tensor_digest
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,8 @@ class MIRICallback(L.Callback):
     all-gathered so that every rank ends the round with the same full store (each rank logs
     its shard and the store's hash). Rank 0 logs ``round/*`` scalars (when the truth is
     known) and the ``round/reconstructions`` grid at the step that ends the round, and prints
-    one line per round; the DataModule snapshots the store. Snapshots older than the last
+    one line per round; the DataModule snapshots the store. With ``mine_steps`` > 0 a MINE
+    estimate of I(imputed; mask) is logged as ``round/mutual_information``. Snapshots older than the last
     ``keep_rounds`` rounds are deleted once a newer checkpoint exists (-1 keeps all).
     """
 
@@ -36,6 +38,8 @@ class MIRICallback(L.Callback):
         clamp: tuple[float, float] | None = (0.0, 1.0),
         grid_images: int = 8,
         keep_rounds: int = -1,
+        mmd_items: int = 1000,
+        mine_steps: int = 0,
     ):
         if solver not in flow.SOLVERS:
             raise ValueError(f"miri.solver must be one of {flow.SOLVERS}, got {solver!r}")
@@ -49,6 +53,9 @@ class MIRICallback(L.Callback):
         if keep_rounds == 0 or keep_rounds < -1:
             raise ValueError(f"checkpoint.keep must be -1 (all) or at least 1, got {keep_rounds}")
         self.keep_rounds = keep_rounds
+        if mmd_items < 2 or mine_steps < 0:
+            raise ValueError("metrics.mmd_items must be at least 2 and metrics.mine_steps at least 0")
+        self.mmd_items, self.mine_steps = mmd_items, mine_steps
         #: One dict per logged round (rank 0): round, seconds, and the metrics.
         self.history: list[dict] = []
         self._round_started = 0.0
@@ -133,7 +140,9 @@ class MIRICallback(L.Callback):
         store = trainer.datamodule.store
         record = {"round": round_index, "seconds": seconds}
         if store.truth is not None:
-            record.update(metrics.round_metrics(store.imputed, store.truth, store.observed))
+            record.update(metrics.round_metrics(store.imputed, store.truth, store.observed, self.mmd_items))
+        if self.mine_steps:
+            record["mutual_information"] = mine_estimate(store.imputed, store.observed, self.mine_steps)
         self.history.append(record)
         logger = trainer.logger
         if logger is not None:
@@ -157,6 +166,8 @@ class MIRICallback(L.Callback):
             )
         else:
             line += " | no ground truth: metrics skipped"
+        if self.mine_steps:
+            line += f" | MI {record['mutual_information']:.4f} nats"
         pl_module.print(line)
 
     def grid(self, store) -> Tensor:
