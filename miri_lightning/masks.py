@@ -32,3 +32,44 @@ class MCARMask:
 
     def __repr__(self) -> str:
         return f"MCARMask(rate={self.rate}, level={self.level!r}, seed={self.seed})"
+
+
+class BlockMask:
+    """Random square holes: each image loses ``holes`` squares of ``size``×``size`` pixels
+    (all channels), placed uniformly at random (they may overlap)."""
+
+    def __init__(self, size: int = 8, holes: int = 1, seed: int = 0, name: str = "block"):
+        if size < 1 or holes < 1:
+            raise ValueError(f"mask.size and mask.holes must be at least 1, got {size} and {holes}")
+        self.size, self.holes, self.seed, self.name = int(size), int(holes), int(seed), name
+
+    def __call__(self, shape: tuple[int, ...]) -> Tensor:
+        n, c, h, w = shape
+        if self.size >= min(h, w):
+            raise ValueError(f"mask.size={self.size} leaves nothing observed in {h}×{w} images: make it smaller")
+        generator = torch.Generator().manual_seed(self.seed)
+        observed = torch.ones((n, 1, h, w), dtype=torch.bool)
+        tops = torch.randint(h - self.size + 1, (n, self.holes), generator=generator)
+        lefts = torch.randint(w - self.size + 1, (n, self.holes), generator=generator)
+        rows, cols = torch.arange(h).view(1, 1, h, 1), torch.arange(w).view(1, 1, 1, w)
+        for k in range(self.holes):
+            top, left = tops[:, k].view(n, 1, 1, 1), lefts[:, k].view(n, 1, 1, 1)
+            hole = (rows >= top) & (rows < top + self.size) & (cols >= left) & (cols < left + self.size)
+            observed &= ~hole
+        return observed.expand(shape).contiguous()
+
+
+class GivenMask:
+    """``mask=given``: the mask comes with the data (an array's NaN or mask file, mask
+    images beside a folder); there is nothing to draw."""
+
+    name = "given"
+
+    def __init__(self, name: str = "given"):
+        self.name = name
+
+    def __call__(self, shape: tuple[int, ...]) -> Tensor:
+        raise ValueError(
+            "mask=given, but these data come without a mask: use data=array (NaN or data.mask_path) or "
+            "data=folder with data.mask_root, or simulate one with mask=pixel|channel|block"
+        )

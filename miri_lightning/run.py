@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from miri_lightning.callbacks import MIRICallback
@@ -52,7 +53,8 @@ def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
                     f"output_dir {output_dir} already holds a run ({last.name}): resume it with ckpt_path=last, "
                     "pick another run_name, or pass overwrite=true to delete it"
                 )
-            remove_run(output_dir)
+            if rank_zero_only.rank == 0:  # DDP processes started by Lightning build the run again
+                remove_run(output_dir)
         return None
     if ckpt == "last":
         if not last.exists():
@@ -126,7 +128,7 @@ def build(cfg: DictConfig) -> tuple[Run, str | None]:
         mmd_items=cfg.metrics.mmd_items,
         mine_steps=cfg.metrics.mine_steps,
     )
-    if ckpt_path is None:  # a resumed run keeps the config it was started with
+    if ckpt_path is None and rank_zero_only.rank == 0:  # a resumed run keeps the config it was started with
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     rounds = ModelCheckpoint(

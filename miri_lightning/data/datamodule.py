@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from miri_lightning import flow
 from miri_lightning.data.sources import LoadedImages
+from miri_lightning.masks import GivenMask
 from miri_lightning.snapshots import load_snapshot, save_snapshot, snapshot_path, tensor_digest
 
 
@@ -161,6 +162,8 @@ def observed_data_digest(store: Store) -> str:
 def build_store(loaded: LoadedImages, mask, init: str, seed: int) -> Store:
     """The round-0 store: the mask (given or drawn), and the initial fill (seeded)."""
     values = loaded.values
+    if loaded.observed is not None and not isinstance(mask, GivenMask):
+        raise ValueError(f"these data come with their own mask: use mask=given, not mask={mask.name}")
     observed = loaded.observed if loaded.observed is not None else mask(values.shape)
     if observed.shape != values.shape:
         raise ValueError(f"the mask has shape {tuple(observed.shape)} but the images have {tuple(values.shape)}")

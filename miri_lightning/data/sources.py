@@ -2,10 +2,14 @@
 with their own missingness, the mask. Value range and dtype are settled here, once."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from miri_lightning.data.array import load_array
+from miri_lightning.data.cifar10 import load_cifar10
+from miri_lightning.data.folder import image_files, load_folder, load_masks
 from miri_lightning.data.sample import sample_images
 
 
@@ -39,3 +43,166 @@ class SampleSource:
 
     def load(self) -> LoadedImages:
         return LoadedImages(to_unit_range(sample_images(self.n, self.image_size, self.seed)))
+
+
+def subset(images: Tensor, n: int | None, seed: int) -> Tensor:
+    """``n`` items drawn without replacement (seeded), in their original order; all if None."""
+    if n is None or n >= images.shape[0]:
+        return images
+    if n < 1:
+        raise ValueError(f"data.n must be at least 1 (or null for all), got {n}")
+    keep = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return images[keep]
+
+
+def subset_files(files: list[Path], n: int | None, seed: int) -> list[Path]:
+    """The files of :func:`subset`'s draw, so that only they are decoded."""
+    if n is None or n >= len(files):
+        return files
+    if n < 1:
+        raise ValueError(f"data.n must be at least 1 (or null for all), got {n}")
+    keep = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return [files[i] for i in keep.tolist()]
+
+
+class Cifar10Source:
+    """``data=cifar10``: torchvision's CIFAR-10 (python batches) under ``root``."""
+
+    def __init__(
+        self,
+        root: str = "data",
+        split: str = "train",
+        n: int | None = 5000,
+        seed: int = 0,
+        download: bool = False,
+        image_size: int = 32,
+        channels: int = 3,
+        name: str = "cifar10",
+    ):
+        if image_size != 32 or channels != 3:
+            raise ValueError("CIFAR-10 images are 32×32 RGB: keep data.image_size=32 and data.channels=3")
+        self.root, self.split, self.n, self.seed, self.download, self.name = root, split, n, seed, download, name
+
+    def load(self) -> LoadedImages:
+        images = load_cifar10(self.root, self.split, self.download)
+        return LoadedImages(to_unit_range(subset(images, self.n, self.seed)))
+
+
+class FolderSource:
+    """``data=folder``: every image under ``root`` (recursively), as RGB or grayscale; with
+    ``mask_root``, the mask image of each (same relative name; black = missing)."""
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 64,
+        channels: int = 3,
+        n: int | None = None,
+        seed: int = 0,
+        mask_root: str | None = None,
+        name: str = "folder",
+    ):
+        if root is None:
+            raise ValueError("data=folder needs data.root=<folder of images>")
+        self.root, self.image_size, self.channels, self.n, self.seed = root, image_size, channels, n, seed
+        self.mask_root, self.name = mask_root, name
+
+    def load(self) -> LoadedImages:
+        files = subset_files(image_files(self.root), self.n, self.seed)
+        images, files = load_folder(files, self.image_size, self.channels)
+        observed = None
+        if self.mask_root is not None:
+            root, mask_root = Path(self.root).expanduser(), Path(self.mask_root).expanduser()
+            observed = load_masks(files, root, mask_root, self.image_size, self.channels)
+        values = to_unit_range(images)
+        return LoadedImages(torch.where(observed, values, 0) if observed is not None else values, observed)
+
+
+class CelebASource:
+    """``data=celeba``: CelebA's aligned faces, centre-cropped to ``crop`` and resized to
+    ``image_size`` (the customary 140 -> 64). ``root`` holds torchvision's layout
+    (``celeba/img_align_celeba/*.jpg`` and ``celeba/list_eval_partition.txt``) or is a plain
+    folder of the aligned JPEGs (with ``list_eval_partition.txt`` beside them to pick a split)."""
+
+    SPLITS = {"train": "0", "valid": "1", "test": "2", "all": None}
+
+    def __init__(
+        self,
+        root: str = "data",
+        split: str = "train",
+        n: int | None = None,
+        seed: int = 0,
+        image_size: int = 64,
+        crop: int = 140,
+        channels: int = 3,
+        name: str = "celeba",
+    ):
+        if split not in self.SPLITS:
+            raise ValueError(f"data.split must be one of {sorted(self.SPLITS)}, got {split!r}")
+        if channels != 3:
+            raise ValueError("CelebA is RGB: keep data.channels=3")
+        self.root, self.split, self.n, self.seed = Path(root).expanduser(), split, n, seed
+        self.image_size, self.crop, self.channels, self.name = image_size, crop, channels, name
+
+    def files(self) -> list[Path]:
+        nested = self.root / "celeba"
+        folder = nested / "img_align_celeba" if (nested / "img_align_celeba").is_dir() else self.root
+        partition = (nested if folder != self.root else self.root) / "list_eval_partition.txt"
+        if not folder.is_dir() or not any(folder.glob("*.jpg")):
+            raise ValueError(
+                f"no CelebA images under {self.root}: put the aligned JPEGs (img_align_celeba.zip, extracted) in "
+                f"{nested}/img_align_celeba/ with list_eval_partition.txt in {nested}/, or point data.root at a "
+                "folder of the JPEGs"
+            )
+        files = sorted(folder.glob("*.jpg"))
+        wanted = self.SPLITS[self.split]
+        if wanted is None:
+            return files
+        if not partition.is_file():
+            raise ValueError(
+                f"data.split={self.split} needs {partition} (CelebA's list_eval_partition.txt); or use data.split=all"
+            )
+        names = {
+            line.split()[0] for line in partition.read_text().splitlines() if line.strip() and line.split()[1] == wanted
+        }
+        chosen = [f for f in files if f.name in names]
+        if not chosen:
+            raise ValueError(f"none of the images in {folder} is in the {self.split} split of {partition}")
+        return chosen
+
+    def load(self) -> LoadedImages:
+        files = subset_files(self.files(), self.n, self.seed)
+        images, _ = load_folder(files, self.image_size, self.channels, crop=self.crop)
+        return LoadedImages(to_unit_range(images))
+
+
+class ArraySource:
+    """``data=array``: real missingness from a file (NaN = missing) and/or a mask file."""
+
+    def __init__(
+        self,
+        path: str,
+        mask_path: str | None = None,
+        key: str | None = None,
+        image_size: int | None = None,
+        channels: int | None = None,
+        n: int | None = None,
+        seed: int = 0,
+        name: str = "array",
+    ):
+        if path is None:
+            raise ValueError("data=array needs data.path=<.npy, .npz or .pt file>")
+        self.path, self.mask_path, self.key, self.name = path, mask_path, key, name
+        self.image_size, self.channels, self.n, self.seed = image_size, channels, n, seed
+
+    def load(self) -> LoadedImages:
+        values, observed = load_array(self.path, self.mask_path, self.key)
+        both = subset(torch.cat([values, observed.float()], 1), self.n, self.seed)
+        values, observed = both[:, : values.shape[1]], both[:, values.shape[1] :].bool()
+        expected = (self.channels, self.image_size, self.image_size)
+        if None not in expected and tuple(values.shape[1:]) != expected:
+            raise ValueError(
+                f"data.path {self.path} holds images of shape {tuple(values.shape[1:])}: set data.channels and "
+                f"data.image_size to match (now {expected})"
+            )
+        return LoadedImages(values, observed)
