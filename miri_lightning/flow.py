@@ -93,11 +93,18 @@ def impute(
 INITS = ("noise", "mean")
 
 
-def initial_fill(x: Tensor, observed: Tensor, init: str = "noise", generator: torch.Generator | None = None) -> Tensor:
-    """Round-0 imputation x̃⁰ of a whole data set x (N, C, ...), observed entries kept.
+def initial_fill(
+    x: Tensor,
+    observed: Tensor,
+    init: str = "noise",
+    generator: torch.Generator | None = None,
+    channel_mean: Tensor | None = None,
+) -> Tensor:
+    """Round-0 imputation x̃⁰ of a data set x (N, C, ...), observed entries kept.
 
     ``noise``: missing entries drawn i.i.d. from U[0, 1] (the paper, for images);
-    ``mean``: missing entries set to their channel's mean over all observed entries.
+    ``mean``: missing entries set to their channel's mean over all observed entries
+    (``channel_mean`` (C,) when x is only a part of the set).
     """
     if init not in INITS:
         raise ValueError(f"miri.init must be one of {INITS}, got {init!r}")
@@ -105,7 +112,14 @@ def initial_fill(x: Tensor, observed: Tensor, init: str = "noise", generator: to
     if init == "noise":
         fill = torch.rand(x.shape, generator=generator, dtype=x.dtype)
     else:
-        dims = [d for d in range(x.dim()) if d != 1]
-        counts = o.sum(dims, keepdim=True).clamp_min(1)
-        fill = (torch.where(o, x, 0).sum(dims, keepdim=True) / counts).expand_as(x)
+        if channel_mean is None:
+            channel_mean = observed_channel_mean(x, o)
+        fill = channel_mean.to(x.dtype).view(1, -1, *([1] * (x.dim() - 2))).expand_as(x)
     return torch.where(o, x, fill.to(x.device))
+
+
+def observed_channel_mean(x: Tensor, observed: Tensor) -> Tensor:
+    """(C,) mean of each channel over the observed entries of x (N, C, ...)."""
+    dims = [d for d in range(x.dim()) if d != 1]
+    o = observed.bool()
+    return torch.where(o, x, 0).sum(dims) / o.sum(dims).clamp_min(1)

@@ -14,6 +14,8 @@ class MCARMask:
     give the same mask.
     """
 
+    CHUNK = 4096
+
     def __init__(self, rate: float, level: str = "pixel", seed: int = 0, name: str | None = None):
         if not 0.0 < float(rate) < 1.0:
             raise ValueError(f"mask.rate is the missing fraction and must lie in (0, 1), got {rate}")
@@ -25,10 +27,13 @@ class MCARMask:
     def __call__(self, shape: tuple[int, ...]) -> Tensor:
         """A bool mask of ``shape`` (N, C, ...): True where the entry is observed."""
         shape = tuple(shape)
-        draw_shape = (shape[0], 1, *shape[2:]) if self.level == "pixel" and len(shape) > 2 else shape
+        draw_shape = (1, *shape[2:]) if self.level == "pixel" and len(shape) > 2 else shape[1:]
         generator = torch.Generator().manual_seed(self.seed)
-        observed = torch.rand(draw_shape, generator=generator) >= self.rate
-        return observed.expand(shape).contiguous()
+        observed = torch.empty(shape, dtype=torch.bool)
+        for start in range(0, shape[0], self.CHUNK):  # no float copy of a whole large set
+            count = min(self.CHUNK, shape[0] - start)
+            observed[start : start + count] = torch.rand((count, *draw_shape), generator=generator) >= self.rate
+        return observed
 
     def __repr__(self) -> str:
         return f"MCARMask(rate={self.rate}, level={self.level!r}, seed={self.seed})"

@@ -108,10 +108,19 @@ def build(cfg: DictConfig) -> tuple[Run, str | None]:
     resumed_step = int(check_checkpoint(Path(ckpt_path))["global_step"]) if ckpt_path else None
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     miri = cfg.miri
-    source = hydra.utils.instantiate(cfg.data)
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    store_dtype = data_cfg.pop("store_dtype", "float32")
+    source = hydra.utils.instantiate(data_cfg)
     mask = hydra.utils.instantiate(cfg.mask)
     datamodule = MIRIDataModule(
-        source, mask, miri.batch_size, miri.steps_per_round, miri.init, cfg.seed, output_dir=output_dir
+        source,
+        mask,
+        miri.batch_size,
+        miri.steps_per_round,
+        miri.init,
+        cfg.seed,
+        output_dir=output_dir,
+        store_dtype=store_dtype,
     )
     net_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     module = MIRIModule(
@@ -127,6 +136,7 @@ def build(cfg: DictConfig) -> tuple[Run, str | None]:
         keep_rounds=keep,
         mmd_items=cfg.metrics.mmd_items,
         mine_steps=cfg.metrics.mine_steps,
+        metric_items=cfg.metrics.max_images,
     )
     if ckpt_path is None and rank_zero_only.rank == 0:  # a resumed run keeps the config it was started with
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)

@@ -1,10 +1,11 @@
 import pytest
 import torch
 
-from miri_lightning.data.datamodule import MIRIDataModule, PairBatches, Store, round_seed
+from miri_lightning.data.datamodule import MIRIDataModule, PairBatches, round_seed
 from miri_lightning.data.sample import sample_images
 from miri_lightning.data.sources import LoadedImages
-from miri_lightning.masks import MCARMask
+from miri_lightning.data.store import Store
+from miri_lightning.masks import GivenMask, MCARMask
 
 
 def test_sample_set_is_reproducible_and_varied():
@@ -89,6 +90,6 @@ def test_datamodule_builds_the_store_once_with_mask_and_initial_fill():
 
 def test_data_without_missing_entries_are_refused():
     values = torch.rand(4, 3, 8, 8)
-    dm = MIRIDataModule(FixedSource(values, torch.ones_like(values, dtype=torch.bool)), None, 2, 1)
+    dm = MIRIDataModule(FixedSource(values, torch.ones_like(values, dtype=torch.bool)), GivenMask(), 2, 1)
     with pytest.raises(ValueError, match="no missing entries"):
         dm.setup("fit")

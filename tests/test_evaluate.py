@@ -11,6 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from miri_lightning import metrics
 from miri_lightning.baselines import mean_fill
+from miri_lightning.data.store import decode
 from miri_lightning.evaluation import COLUMNS
 from miri_lightning.run import train
 
@@ -49,11 +50,12 @@ def test_evaluate_writes_the_table_for_miri_and_the_baselines(tiny_config, tmp_p
 
     # the numbers are those of an independent computation on the same data and masks
     store = run.datamodule.store
+    truth = decode(store.truth)
     snapshot = load_file(out / "imputed" / "round_002.safetensors")
     assert float(rows[1]["psnr_missing"]) == pytest.approx(
-        metrics.psnr_missing(snapshot["imputed"], store.truth, store.observed).item(), rel=1e-5
+        metrics.psnr_missing(snapshot["imputed"], truth, store.observed).item(), rel=1e-5
     )
-    expected_mean = metrics.psnr_missing(mean_fill(store.truth, store.observed), store.truth, store.observed)
+    expected_mean = metrics.psnr_missing(mean_fill(truth, store.observed), truth, store.observed)
     assert float(rows[2]["psnr_missing"]) == pytest.approx(expected_mean.item(), rel=1e-5)
     assert float(rows[4]["psnr_missing"]) > float(rows[2]["psnr_missing"])  # biharmonic beats the mean
 

@@ -12,6 +12,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from miri_lightning import flow, metrics
+from miri_lightning.data.store import decode, encode
 from miri_lightning.mine import mine_estimate
 from miri_lightning.snapshots import prune_snapshots, tensor_digest
 
@@ -40,6 +41,7 @@ class MIRICallback(L.Callback):
         keep_rounds: int = -1,
         mmd_items: int = 1000,
         mine_steps: int = 0,
+        metric_items: int | None = 10000,
     ):
         if solver not in flow.SOLVERS:
             raise ValueError(f"miri.solver must be one of {flow.SOLVERS}, got {solver!r}")
@@ -56,6 +58,9 @@ class MIRICallback(L.Callback):
         if mmd_items < 2 or mine_steps < 0:
             raise ValueError("metrics.mmd_items must be at least 2 and metrics.mine_steps at least 0")
         self.mmd_items, self.mine_steps = mmd_items, mine_steps
+        if metric_items is not None and metric_items < 2:
+            raise ValueError(f"metrics.max_images must be at least 2 (or null for all), got {metric_items}")
+        self.metric_items = metric_items
         #: One dict per logged round (rank 0): round, seconds, and the metrics.
         self.history: list[dict] = []
         self._round_started = 0.0
@@ -80,11 +85,6 @@ class MIRICallback(L.Callback):
         store = datamodule.store
         round_index = trainer.current_epoch + 1
         imputed = self.reimpute(trainer, pl_module, store.imputed, store.observed)
-        if not torch.isfinite(imputed).all():
-            raise FloatingPointError(
-                f"the imputation of round {round_index} holds NaN or infinite values: the run stops; last.ckpt and "
-                "the snapshots of the completed rounds are intact. Lower optim.lr and resume with ckpt_path=last"
-            )
         datamodule.commit_round(round_index, imputed, write=trainer.is_global_zero)
         log.info(f"round {round_index}: rank {trainer.global_rank} holds the store sha256 {tensor_digest(imputed)}")
         pl_module.log("round", float(round_index), logger=False)
@@ -110,9 +110,16 @@ class MIRICallback(L.Callback):
         ) as advance:
             for begin in range(start, stop, self.impute_batch_size):
                 end = min(begin + self.impute_batch_size, stop)
-                x = imputed[begin:end].to(pl_module.device)
+                x = decode(imputed[begin:end].to(pl_module.device))
                 o = observed[begin:end].to(pl_module.device)
-                parts.append(flow.impute(pl_module, x, o, self.ode_steps, self.solver, self.clamp).to(imputed.device))
+                y = flow.impute(pl_module, x, o, self.ode_steps, self.solver, self.clamp)
+                if not torch.isfinite(y).all():
+                    raise FloatingPointError(
+                        f"the imputation of round {trainer.current_epoch + 1} holds NaN or infinite values: the run "
+                        "stops; last.ckpt and the snapshots of the completed rounds are intact. Lower optim.lr and "
+                        "resume with ckpt_path=last"
+                    )
+                parts.append(encode(y, imputed.dtype).to(imputed.device))
                 advance()
         pl_module.train(was_training)
         mine = torch.cat(parts) if parts else imputed[:0]
@@ -139,10 +146,13 @@ class MIRICallback(L.Callback):
             return
         store = trainer.datamodule.store
         record = {"round": round_index, "seconds": seconds}
+        sample = self._metric_items(len(store))
+        imputed, observed = decode(store.imputed[sample]), store.observed[sample]
         if store.truth is not None:
-            record.update(metrics.round_metrics(store.imputed, store.truth, store.observed, self.mmd_items))
+            truth = decode(store.truth[sample])
+            record.update(metrics.round_metrics(imputed, truth, observed, self.mmd_items))
         if self.mine_steps:
-            record["mutual_information"] = mine_estimate(store.imputed, store.observed, self.mine_steps)
+            record["mutual_information"] = mine_estimate(imputed, observed, self.mine_steps)
         self.history.append(record)
         logger = trainer.logger
         if logger is not None:
@@ -170,19 +180,25 @@ class MIRICallback(L.Callback):
             line += f" | MI {record['mutual_information']:.4f} nats"
         pl_module.print(line)
 
+    def _metric_items(self, n: int) -> Tensor:
+        """Evenly spaced items (all when there are at most ``metric_items``)."""
+        if self.metric_items is None or n <= self.metric_items:
+            return torch.arange(n)
+        return torch.linspace(0, n - 1, self.metric_items).round().long()
+
     def grid(self, store) -> Tensor:
         """Rows: observed with holes (grey) | imputed | truth (when known); (3, H', W')."""
         k = min(self.grid_images, len(store))
-        imputed, observed = store.imputed[:k].float(), store.observed[:k]
+        imputed, observed = decode(store.imputed[:k]), store.observed[:k]
         rows = [torch.where(observed, imputed, 0.5), imputed]
         if store.truth is not None:
-            rows.append(store.truth[:k].float())
+            rows.append(decode(store.truth[:k]))
         return self._tile(torch.cat(rows), k)
 
     def difference(self, store) -> Tensor:
         """|imputed - truth| of the grid's images, zero on observed entries; (3, H', W')."""
         k = min(self.grid_images, len(store))
-        return self._tile((store.imputed[:k].float() - store.truth[:k].float()).abs(), k)
+        return self._tile((decode(store.imputed[:k]) - decode(store.truth[:k])).abs(), k)
 
     @staticmethod
     def _tile(images: Tensor, per_row: int) -> Tensor:

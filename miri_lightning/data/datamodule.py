@@ -8,27 +8,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from miri_lightning import flow
-from miri_lightning.data.sources import LoadedImages
-from miri_lightning.masks import GivenMask
+from miri_lightning.data.store import Store, build_store, decode
 from miri_lightning.snapshots import load_snapshot, save_snapshot, snapshot_path, tensor_digest
-
-
-class Store:
-    """The data set as MIRI sees it, all (N, C, H, W) on one device.
-
-    imputed: the current imputation x̃ (float32; equals the data on observed entries);
-    observed: bool mask, True = observed; truth: the complete data when known, else None.
-    """
-
-    def __init__(self, imputed: Tensor, observed: Tensor, truth: Tensor | None = None):
-        self.imputed, self.observed, self.truth = imputed, observed, truth
-
-    def __len__(self) -> int:
-        return self.imputed.shape[0]
-
-    @property
-    def item_shape(self) -> tuple[int, ...]:
-        return tuple(self.imputed.shape[1:])
 
 
 class PairBatches(IterableDataset):
@@ -47,7 +28,8 @@ class PairBatches(IterableDataset):
         for _ in range(self.steps):
             i = torch.randint(n, (self.batch_size,), generator=generator)
             j = torch.randint(n, (self.batch_size,), generator=generator)
-            yield self.store.imputed[i], self.store.observed[i], self.store.imputed[j]
+            imputed = self.store.imputed
+            yield decode(imputed[i]), self.store.observed[i], decode(imputed[j])
 
 
 def round_seed(seed: int, round_index: int, rank: int, stream: int = 0) -> int:
@@ -74,6 +56,7 @@ class MIRIDataModule(L.LightningDataModule):
         init: str = "noise",
         seed: int = 0,
         output_dir: str | Path | None = None,
+        store_dtype: str = "float32",
     ):
         super().__init__()
         if batch_size < 1:
@@ -84,6 +67,7 @@ class MIRIDataModule(L.LightningDataModule):
             raise ValueError(f"miri.init must be one of {flow.INITS}, got {init!r}")
         self.source, self.mask = source, mask
         self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.store_dtype = store_dtype
         self.batch_size, self.steps_per_round, self.init, self.seed = batch_size, steps_per_round, init, seed
         self.store: Store | None = None
         #: The number of completed MIRI rounds that ``store.imputed`` reflects.
@@ -92,7 +76,7 @@ class MIRIDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.store is not None:
             return
-        self.store = build_store(self.source.load(), self.mask, self.init, self.seed)
+        self.store = build_store(self.source.load(), self.mask, self.init, self.seed, self.store_dtype)
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
@@ -156,20 +140,4 @@ class MIRIDataModule(L.LightningDataModule):
 
 def observed_data_digest(store: Store) -> str:
     """sha256 of the observed entries' values (missing entries zeroed): what the data are."""
-    return tensor_digest(torch.where(store.observed, store.imputed, 0))
-
-
-def build_store(loaded: LoadedImages, mask, init: str, seed: int) -> Store:
-    """The round-0 store: the mask (given or drawn), and the initial fill (seeded)."""
-    values = loaded.values
-    if loaded.observed is not None and not isinstance(mask, GivenMask):
-        raise ValueError(f"these data come with their own mask: use mask=given, not mask={mask.name}")
-    observed = loaded.observed if loaded.observed is not None else mask(values.shape)
-    if observed.shape != values.shape:
-        raise ValueError(f"the mask has shape {tuple(observed.shape)} but the images have {tuple(values.shape)}")
-    missing = (~observed).sum().item()
-    if missing == 0:
-        raise ValueError("the data have no missing entries: nothing to impute (check mask.rate or the given mask)")
-    generator = torch.Generator().manual_seed(seed)
-    imputed = flow.initial_fill(values, observed, init, generator)
-    return Store(imputed, observed, values if loaded.has_truth else None)
+    return tensor_digest(torch.where(store.observed, store.imputed, torch.zeros((), dtype=store.imputed.dtype)))

@@ -15,8 +15,9 @@ from miri_lightning.data.sample import sample_images
 
 @dataclass
 class LoadedImages:
-    """values: (N, C, H, W) float32 in [0, 1]; observed: (N, C, H, W) bool or None when the
-    mask is to be simulated (then ``values`` is the ground truth)."""
+    """values: (N, C, H, W), uint8 (0..255) for 8-bit images or float32 in [0, 1];
+    observed: (N, C, H, W) bool, or None when the mask is to be simulated (then ``values``
+    is the ground truth)."""
 
     values: Tensor
     observed: Tensor | None = None
@@ -24,13 +25,6 @@ class LoadedImages:
     @property
     def has_truth(self) -> bool:
         return self.observed is None
-
-
-def to_unit_range(images: Tensor) -> Tensor:
-    """uint8 (0..255) or float images -> float32 in [0, 1]."""
-    if images.dtype == torch.uint8:
-        return images.float() / 255.0
-    return images.float()
 
 
 class SampleSource:
@@ -42,7 +36,7 @@ class SampleSource:
         self.n, self.image_size, self.channels, self.seed, self.name = n, image_size, channels, seed, name
 
     def load(self) -> LoadedImages:
-        return LoadedImages(to_unit_range(sample_images(self.n, self.image_size, self.seed)))
+        return LoadedImages(sample_images(self.n, self.image_size, self.seed))
 
 
 def subset(images: Tensor, n: int | None, seed: int) -> Tensor:
@@ -85,7 +79,7 @@ class Cifar10Source:
 
     def load(self) -> LoadedImages:
         images = load_cifar10(self.root, self.split, self.download)
-        return LoadedImages(to_unit_range(subset(images, self.n, self.seed)))
+        return LoadedImages(subset(images, self.n, self.seed))
 
 
 class FolderSource:
@@ -114,8 +108,7 @@ class FolderSource:
         if self.mask_root is not None:
             root, mask_root = Path(self.root).expanduser(), Path(self.mask_root).expanduser()
             observed = load_masks(files, root, mask_root, self.image_size, self.channels)
-        values = to_unit_range(images)
-        return LoadedImages(torch.where(observed, values, 0) if observed is not None else values, observed)
+        return LoadedImages(torch.where(observed, images, 0) if observed is not None else images, observed)
 
 
 class CelebASource:
@@ -173,7 +166,7 @@ class CelebASource:
     def load(self) -> LoadedImages:
         files = subset_files(self.files(), self.n, self.seed)
         images, _ = load_folder(files, self.image_size, self.channels, crop=self.crop)
-        return LoadedImages(to_unit_range(images))
+        return LoadedImages(images)
 
 
 class ArraySource:

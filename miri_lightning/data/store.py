@@ -1,0 +1,79 @@
+"""The store: the data set as MIRI sees it (current imputation, mask, truth), compactly."""
+
+import torch
+from torch import Tensor
+
+from miri_lightning import flow
+from miri_lightning.data.sources import LoadedImages
+from miri_lightning.masks import GivenMask
+
+#: How the current imputation may be kept: float32 (exact), float16 (half the memory, finer
+#: than 8-bit images), uint8 (a quarter: the imputation rounded to 8-bit levels each round).
+STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "uint8": torch.uint8}
+
+#: Items per chunk when building or converting the whole store (bounds transient memory).
+CHUNK = 4096
+
+
+def decode(values: Tensor) -> Tensor:
+    """Stored values (uint8 levels 0..255, or floats in [0, 1]) -> float32 in [0, 1]."""
+    if values.dtype == torch.uint8:
+        return values.float() / 255.0
+    return values.float()
+
+
+def encode(values: Tensor, dtype: torch.dtype) -> Tensor:
+    """float values in [0, 1] -> the store's dtype (uint8: rounded to the nearest level)."""
+    if dtype == torch.uint8:
+        return (values * 255).round_().clamp_(0, 255).to(torch.uint8)
+    return values.to(dtype)
+
+
+class Store:
+    """All (N, C, H, W) on one device. imputed: the current imputation x̃ in the store dtype
+    (equal to the data on observed entries); observed: bool, True = observed; truth: the
+    complete data when known (uint8 for 8-bit sources), else None."""
+
+    def __init__(self, imputed: Tensor, observed: Tensor, truth: Tensor | None = None):
+        self.imputed, self.observed, self.truth = imputed, observed, truth
+
+    def __len__(self) -> int:
+        return self.imputed.shape[0]
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        return tuple(self.imputed.shape[1:])
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [self.imputed, self.observed] + ([self.truth] if self.truth is not None else [])
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def build_store(loaded: LoadedImages, mask, init: str, seed: int, dtype: str = "float32") -> Store:
+    """The round-0 store: the mask (given or drawn) and the initial fill (seeded), built in
+    chunks so that no float copy of the whole set is made."""
+    if dtype not in STORE_DTYPES:
+        raise ValueError(f"data.store_dtype must be one of {sorted(STORE_DTYPES)}, got {dtype!r}")
+    values = loaded.values
+    if loaded.observed is not None and not isinstance(mask, GivenMask):
+        raise ValueError(f"these data come with their own mask: use mask=given, not mask={mask.name}")
+    observed = loaded.observed if loaded.observed is not None else mask(values.shape)
+    if observed.shape != values.shape:
+        raise ValueError(f"the mask has shape {tuple(observed.shape)} but the images have {tuple(values.shape)}")
+    if bool(observed.all()):
+        raise ValueError("the data have no missing entries: nothing to impute (check mask.rate or the given mask)")
+    n = values.shape[0]
+    channel_mean = None
+    if init == "mean":
+        sums = sum(
+            torch.where(observed[k : k + CHUNK], decode(values[k : k + CHUNK]), 0).sum((0, 2, 3))
+            for k in range(0, n, CHUNK)
+        )
+        channel_mean = sums / observed.sum((0, 2, 3)).clamp_min(1)
+    generator = torch.Generator().manual_seed(seed)
+    imputed = torch.empty(values.shape, dtype=STORE_DTYPES[dtype])
+    for k in range(0, n, CHUNK):
+        part = flow.initial_fill(decode(values[k : k + CHUNK]), observed[k : k + CHUNK], init, generator, channel_mean)
+        imputed[k : k + CHUNK] = encode(part, imputed.dtype)
+    return Store(imputed, observed, values if loaded.has_truth else None)
