@@ -104,7 +104,7 @@ class MIRICallback(L.Callback):
         )
         was_training = pl_module.training
         pl_module.eval()
-        parts = []
+        parts, finite = [], torch.ones((), dtype=torch.bool, device=pl_module.device)
         with _progress(
             trainer, f"imputing {stop - start} items", math.ceil((stop - start) / self.impute_batch_size)
         ) as advance:
@@ -113,15 +113,17 @@ class MIRICallback(L.Callback):
                 x = decode(imputed[begin:end].to(pl_module.device))
                 o = observed[begin:end].to(pl_module.device)
                 y = flow.impute(pl_module, x, o, self.ode_steps, self.solver, self.clamp)
-                if not torch.isfinite(y).all():
-                    raise FloatingPointError(
-                        f"the imputation of round {trainer.current_epoch + 1} holds NaN or infinite values: the run "
-                        "stops; last.ckpt and the snapshots of the completed rounds are intact. Lower optim.lr and "
-                        "resume with ckpt_path=last"
-                    )
+                finite &= torch.isfinite(y).all()
                 parts.append(encode(y, imputed.dtype).to(imputed.device))
                 advance()
         pl_module.train(was_training)
+        # every rank learns whether any rank failed, so that none is left waiting in a collective
+        if not (pl_module.all_gather(finite).all() if world > 1 else finite):
+            raise FloatingPointError(
+                f"the imputation of round {trainer.current_epoch + 1} holds NaN or infinite values: the run stops; "
+                "last.ckpt and the snapshots of the completed rounds are intact. Lower optim.lr and resume with "
+                "ckpt_path=last"
+            )
         mine = torch.cat(parts) if parts else imputed[:0]
         if world == 1:
             return mine
