@@ -43,6 +43,8 @@ def round_metrics(x: Tensor, truth: Tensor, observed: Tensor, mmd_items: int = 1
         "psnr_full": psnr_full(x, truth).item(),
         "rmse_missing": rmse_missing(x, truth, observed).item(),
         "ssim": ssim(x, truth).item(),
+        "ssim_missing": ssim_missing(x, truth, observed).item(),
+        "mae_missing": mae_missing(x, truth, observed).item(),
         "mmd": mmd(x, truth, mmd_items).item(),
     }
 

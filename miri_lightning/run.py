@@ -137,6 +137,7 @@ def build(cfg: DictConfig) -> tuple[Run, str | None]:
         mmd_items=cfg.metrics.mmd_items,
         mine_steps=cfg.metrics.mine_steps,
         metric_items=cfg.metrics.max_images,
+        fid_weights=cfg.metrics.fid_weights_path if cfg.metrics.fid else False,
     )
     if ckpt_path is None and rank_zero_only.rank == 0:  # a resumed run keeps the config it was started with
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)

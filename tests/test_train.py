@@ -133,3 +133,12 @@ def test_compact_stores_keep_observed_pixels_and_still_improve(tiny_config, dtyp
     assert psnr[-1] > psnr[0] + 2, psnr
     resumed = train(tiny_config(*settings, "miri.rounds=3", "ckpt_path=last"))
     assert [h["round"] for h in resumed.miri.history] == [2, 3]
+
+
+def test_round_fid_without_inception_weights_is_skipped_with_one_line(tiny_config, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-cache"))
+    run = train(tiny_config("metrics.fid=true", "miri.rounds=1"))
+    out = capsys.readouterr().out
+    assert out.count("round/fid skipped") == 1 and "weights-inception-2015-12-05-6726825d.pth" in out
+    assert all("fid" not in record for record in run.miri.history)
+    assert {"ssim_missing", "mae_missing"} <= set(run.miri.history[-1])

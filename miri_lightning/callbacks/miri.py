@@ -13,6 +13,7 @@ from torchvision.utils import make_grid
 
 from miri_lightning import flow, metrics
 from miri_lightning.data.store import decode, encode
+from miri_lightning.fid import fid, inception_features
 from miri_lightning.mine import mine_estimate
 from miri_lightning.snapshots import prune_snapshots, tensor_digest
 
@@ -27,7 +28,9 @@ class MIRICallback(L.Callback):
     its shard and the store's hash). Rank 0 logs ``round/*`` scalars (when the truth is
     known) and the ``round/reconstructions`` grid at the step that ends the round, and prints
     one line per round; the DataModule snapshots the store. With ``mine_steps`` > 0 a MINE
-    estimate of I(imputed; mask) is logged as ``round/mutual_information``. Snapshots older than the last
+    estimate of I(imputed; mask) is logged as ``round/mutual_information``; with
+    ``fid_weights`` not False, ``round/fid`` (skipped with one line when the Inception
+    weights are absent). Snapshots older than the last
     ``keep_rounds`` rounds are deleted once a newer checkpoint exists (-1 keeps all).
     """
 
@@ -42,6 +45,7 @@ class MIRICallback(L.Callback):
         mmd_items: int = 1000,
         mine_steps: int = 0,
         metric_items: int | None = 10000,
+        fid_weights: str | None | bool = False,
     ):
         if solver not in flow.SOLVERS:
             raise ValueError(f"miri.solver must be one of {flow.SOLVERS}, got {solver!r}")
@@ -61,6 +65,9 @@ class MIRICallback(L.Callback):
         if metric_items is not None and metric_items < 2:
             raise ValueError(f"metrics.max_images must be at least 2 (or null for all), got {metric_items}")
         self.metric_items = metric_items
+        #: False: no FID per round; None or a path: the Inception weights (loaded at the start).
+        self.fid_weights = fid_weights
+        self._features = None
         #: One dict per logged round (rank 0): round, seconds, and the metrics.
         self.history: list[dict] = []
         self._round_started = 0.0
@@ -68,6 +75,11 @@ class MIRICallback(L.Callback):
     # -- hooks ---------------------------------------------------------------------------
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.fid_weights is not False and trainer.is_global_zero and trainer.datamodule.store.truth is not None:
+            try:
+                self._features = inception_features(self.fid_weights or None, pl_module.device)
+            except FileNotFoundError as error:
+                pl_module.print(f"round/fid skipped: {error}")
         # the store as the run starts: the initial fill, or the round a resumed run restored
         # (logged again: the resumed logger dropped the killed run's events from this step on)
         self._report(trainer, pl_module, trainer.datamodule.round, None)
@@ -153,6 +165,8 @@ class MIRICallback(L.Callback):
         if store.truth is not None:
             truth = decode(store.truth[sample])
             record.update(metrics.round_metrics(imputed, truth, observed, self.mmd_items))
+            if self._features is not None:
+                record["fid"] = fid(imputed, truth, self._features)
         if self.mine_steps:
             record["mutual_information"] = mine_estimate(imputed, observed, self.mine_steps)
         self.history.append(record)
