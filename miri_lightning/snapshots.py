@@ -1,37 +1,67 @@
-"""Snapshots of the imputed data set: ``imputed/round_XXX.safetensors``, written atomically."""
+"""Files of a run written each round, atomically: the imputed data set
+(``imputed/round_XXX.safetensors``) and the round's velocity field (``flows/round_XXX.safetensors``)."""
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def snapshot_path(output_dir: str | Path, round_index: int) -> Path:
     return Path(output_dir) / "imputed" / f"round_{round_index:03d}.safetensors"
 
 
-def save_snapshot(output_dir: str | Path, round_index: int, imputed: Tensor, observed: Tensor) -> Path:
-    """Write tensors ``imputed`` (N, ...) and ``observed`` to a temporary file, flush it to
-    disk, and rename it into place: a kill at any instant leaves no half-written snapshot."""
-    path = snapshot_path(output_dir, round_index)
+def save_atomically(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> Path:
+    """Write a safetensors file to a temporary name, flush it to disk and rename it into
+    place: a kill at any instant leaves no half-written file under ``path``."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"imputed": imputed.contiguous().cpu(), "observed": observed.contiguous().cpu()}, str(tmp))
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files readable by their owner only
         os.replace(tmp, path)
     except OSError as error:
         raise OSError(
-            f"could not write the snapshot {path} ({error}); the earlier snapshots and last.ckpt are intact: "
+            f"could not write {path} ({error}); the earlier rounds' files and last.ckpt are intact: "
             "free space or fix output_dir, then resume with ckpt_path=last"
         ) from error
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def save_snapshot(output_dir: str | Path, round_index: int, imputed: Tensor, observed: Tensor) -> Path:
+    """``imputed/round_XXX.safetensors``: tensors ``imputed`` (N, ...) and ``observed``."""
+    return save_atomically(snapshot_path(output_dir, round_index), {"imputed": imputed, "observed": observed})
+
+
+def flow_path(output_dir: str | Path, round_index: int) -> Path:
+    return Path(output_dir) / "flows" / f"round_{round_index:03d}.safetensors"
+
+
+def save_flow(output_dir: str | Path, round_index: int, velocity: nn.Module, net_config: dict) -> Path:
+    """``flows/round_XXX.safetensors``: the velocity field that made round XXX (its weights,
+    and its config as JSON metadata ``net``). Every round's flow is kept: imputing new items
+    applies them all, in order (DESIGN.md §1)."""
+    metadata = {"net": json.dumps(net_config), "round": str(round_index)}
+    return save_atomically(flow_path(output_dir, round_index), velocity.state_dict(), metadata)
+
+
+def load_flow(path: str | Path) -> tuple[dict[str, Tensor], dict]:
+    """(state_dict, net config) of a saved flow, without pickle."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            config = json.loads(f.metadata()["net"])
+        return load_file(str(path)), config
+    except Exception as error:
+        raise ValueError(f"{path} cannot be read as a MIRI flow ({error})") from error
 
 
 def _umask() -> int:

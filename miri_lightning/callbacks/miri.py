@@ -15,7 +15,7 @@ from miri_lightning import flow, metrics
 from miri_lightning.data.store import decode, encode
 from miri_lightning.fid import fid, inception_features
 from miri_lightning.mine import mine_estimate
-from miri_lightning.snapshots import prune_snapshots, tensor_digest
+from miri_lightning.snapshots import prune_snapshots, save_flow, tensor_digest
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,8 @@ class MIRICallback(L.Callback):
         round_index = trainer.current_epoch + 1
         imputed = self.reimpute(trainer, pl_module, store.imputed, store.observed)
         datamodule.commit_round(round_index, imputed, write=trainer.is_global_zero)
+        if trainer.is_global_zero and datamodule.output_dir is not None:
+            save_flow(datamodule.output_dir, round_index, pl_module.velocity, pl_module.hparams.net)
         log.info(f"round {round_index}: rank {trainer.global_rank} holds the store sha256 {tensor_digest(imputed)}")
         pl_module.log("round", float(round_index), logger=False)
         self._report(trainer, pl_module, datamodule.round, time.perf_counter() - self._round_started)
