@@ -1,0 +1,86 @@
+"""miri-impute on images a run has not seen."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from miri_lightning.impute_cli import main
+from miri_lightning.run import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def trained(tiny_config):
+    return train(tiny_config("miri.rounds=2")).output_dir
+
+
+def write_inputs(folder: Path, masks: Path, count: int = 3, size: int = 16):
+    folder.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(0)
+    images, observed = {}, {}
+    for i in range(count):
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        mask = np.full((size, size), 255, np.uint8)
+        if i > 0:  # image 0 has no holes
+            mask[rng.random((size, size)) < 0.5] = 0
+        Image.fromarray(pixels).save(folder / f"img{i}.png")
+        Image.fromarray(mask).save(masks / f"img{i}.png")
+        images[f"img{i}"], observed[f"img{i}"] = pixels, mask > 0
+    return images, observed
+
+
+def read(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+def test_cli_fills_holes_keeps_observed_pixels_and_shows_uncertainty(trained, tmp_path):
+    images, observed = write_inputs(tmp_path / "in", tmp_path / "masks")
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "scripts/impute.py", "--run", str(trained), "--input", str(tmp_path / "in"),
+         "--masks", str(tmp_path / "masks"), "--output", str(out), "--num-samples", "3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("have no holes: passed through unchanged") == 1
+    for name, pixels in images.items():
+        o = observed[name]
+        samples = [read(out / f"{name}_sample{k}.png") for k in range(3)]
+        for sample in samples + [read(out / f"{name}_mean.png")]:
+            assert np.array_equal(sample[o], pixels[o])  # exactly, after the uint8 round trip
+        std = read(out / f"{name}_std.png")
+        assert (std[o] == 0).all()
+        if (~o).any():
+            assert not np.array_equal(samples[0][~o], samples[1][~o])  # different draws differ
+            assert std[~o].max() > 0
+        else:
+            assert all(np.array_equal(s, pixels) for s in samples)
+    archive = np.load(out / "imputations.npz")
+    assert archive["samples"].shape == (3, 3, 3, 16, 16) and list(archive["names"]) == list(images)
+
+
+def test_cli_hole_colour_and_bad_inputs(trained, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pixels = np.full((16, 16, 3), 120, np.uint8)
+    pixels[4:8, 4:8] = (255, 0, 255)
+    Image.fromarray(pixels).save(folder / "a.png")
+    out = tmp_path / "out"
+    assert main(["--run", str(trained), "--input", str(folder), "--hole-color", "255,0,255", "--output", str(out)]) == 0
+    filled = read(out / "a_sample0.png")
+    assert (filled[4:8, 4:8] != (255, 0, 255)).any(axis=-1).all()
+    assert (filled[:4] == 120).all()
+
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(folder / "big.png")
+    assert main(["--run", str(trained), "--input", str(folder), "--hole-color", "0,0,0", "--output", str(out)]) == 1
+    assert "big.png is 20×20 but the model takes 16×16: pass --resize" in capsys.readouterr().err
+    args = ["--input", str(folder), "--hole-color", "0,0,0", "--output", str(out)]
+    assert main(["--run", str(trained), *args, "--resize"]) == 0
+    assert main(["--run", str(tmp_path), *args]) == 1
+    assert "holds no flows" in capsys.readouterr().err
