@@ -1,3 +1,11 @@
 """MIRI imputation with rectified flows, on PyTorch Lightning and Hydra."""
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name == "MIRIImputer":  # imported lazily: it pulls in Lightning and Hydra
+        from miri_lightning.api import MIRIImputer
+
+        return MIRIImputer
+    raise AttributeError(f"module 'miri_lightning' has no attribute {name!r}")

@@ -99,8 +99,10 @@ def check_writable(output_dir: Path) -> None:
         raise ValueError(f"output_dir {output_dir} is not writable ({error}): choose another output_dir") from error
 
 
-def build(cfg: DictConfig) -> tuple[Run, str | None]:
-    """Validate the config and build trainer, module, data and callbacks (no training)."""
+def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
+    """Validate the config and build trainer, module, data and callbacks (no training).
+    ``source``: images already in memory (anything with ``load() -> LoadedImages``), in
+    place of ``cfg.data``'s ``_target_``."""
     quiet_known_warnings()
     output_dir = Path(cfg.output_dir)
     check_writable(output_dir)
@@ -110,7 +112,8 @@ def build(cfg: DictConfig) -> tuple[Run, str | None]:
     miri = cfg.miri
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     store_dtype = data_cfg.pop("store_dtype", "float32")
-    source = hydra.utils.instantiate(data_cfg)
+    if source is None:
+        source = hydra.utils.instantiate(data_cfg)
     mask = hydra.utils.instantiate(cfg.mask)
     datamodule = MIRIDataModule(
         source,
@@ -190,8 +193,8 @@ def check_data(run: Run) -> None:
         )
 
 
-def train(cfg: DictConfig) -> Run:
-    run, ckpt_path = build(cfg)
+def train(cfg: DictConfig, source=None) -> Run:
+    run, ckpt_path = build(cfg, source)
     check_data(run)
     run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path, weights_only=True)
     return run

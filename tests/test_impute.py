@@ -84,3 +84,22 @@ def test_cli_hole_colour_and_bad_inputs(trained, tmp_path, capsys):
     assert main(["--run", str(trained), *args, "--resize"]) == 0
     assert main(["--run", str(tmp_path), *args]) == 1
     assert "holds no flows" in capsys.readouterr().err
+
+
+def test_export_writes_pngs_masks_and_npz_of_a_round(trained, tmp_path):
+    from safetensors.torch import load_file
+
+    result = subprocess.run(
+        [sys.executable, "scripts/export.py", f"output_dir={trained}", "round=1", f"to={tmp_path / 'x'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    snapshot = load_file(trained / "imputed" / "round_001.safetensors")
+    archive = np.load(tmp_path / "x" / "round_001.npz")
+    assert np.array_equal(archive["imputed"], snapshot["imputed"].numpy())
+    assert np.array_equal(archive["observed"], snapshot["observed"].numpy())
+    assert len(list((tmp_path / "x" / "imputed").glob("*.png"))) == snapshot["imputed"].shape[0]
+    first = read(tmp_path / "x" / "imputed" / "00000.png")
+    expected = (snapshot["imputed"][0] * 255).round().byte().permute(1, 2, 0).numpy()
+    assert np.array_equal(first, expected)
+    assert np.array_equal(read(tmp_path / "x" / "masks" / "00000.png") > 0, snapshot["observed"][0].all(0).numpy())

@@ -1,0 +1,23 @@
+"""Export a round's imputed images: ``python scripts/export.py output_dir=checkpoints/<run> [round=N] [to=DIR]``.
+
+Writes PNGs of the imputed images, PNG masks (white = observed) and one ``.npz``.
+"""
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from miri_lightning.export import export_round
+
+CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="export")
+def main(cfg: DictConfig) -> None:
+    to = export_round(cfg.output_dir, cfg.round, cfg.to)
+    print(f"exported to {to}")
+
+
+if __name__ == "__main__":
+    main()
