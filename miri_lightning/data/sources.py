@@ -39,24 +39,25 @@ class SampleSource:
         return LoadedImages(sample_images(self.n, self.image_size, self.seed))
 
 
-def subset(images: Tensor, n: int | None, seed: int) -> Tensor:
-    """``n`` items drawn without replacement (seeded), in their original order; all if None."""
-    if n is None or n >= images.shape[0]:
-        return images
+def subset_indices(count: int, n: int | None, seed: int) -> Tensor | None:
+    """``n`` of ``count`` item indices drawn without replacement (seeded), in their original
+    order; None for all (``n`` None or at least ``count``)."""
+    if n is None or n >= count:
+        return None
     if n < 1:
         raise ValueError(f"data.n must be at least 1 (or null for all), got {n}")
-    keep = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    return images[keep]
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+
+
+def subset(images: Tensor, n: int | None, seed: int) -> Tensor:
+    keep = subset_indices(images.shape[0], n, seed)
+    return images if keep is None else images[keep]
 
 
 def subset_files(files: list[Path], n: int | None, seed: int) -> list[Path]:
-    """The files of :func:`subset`'s draw, so that only they are decoded."""
-    if n is None or n >= len(files):
-        return files
-    if n < 1:
-        raise ValueError(f"data.n must be at least 1 (or null for all), got {n}")
-    keep = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    return [files[i] for i in keep.tolist()]
+    """The files of the same draw, so that only they are decoded."""
+    keep = subset_indices(len(files), n, seed)
+    return files if keep is None else [files[i] for i in keep.tolist()]
 
 
 class Cifar10Source:
@@ -190,8 +191,9 @@ class ArraySource:
 
     def load(self) -> LoadedImages:
         values, observed = load_array(self.path, self.mask_path, self.key)
-        both = subset(torch.cat([values, observed.float()], 1), self.n, self.seed)
-        values, observed = both[:, : values.shape[1]], both[:, values.shape[1] :].bool()
+        keep = subset_indices(values.shape[0], self.n, self.seed)
+        if keep is not None:
+            values, observed = values[keep], observed[keep]
         expected = (self.channels, self.image_size, self.image_size)
         if None not in expected and tuple(values.shape[1:]) != expected:
             raise ValueError(
