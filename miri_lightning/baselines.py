@@ -18,6 +18,11 @@ def mean_fill(x: Tensor, observed: Tensor) -> Tensor:
     return flow.initial_fill(x, observed, "mean")
 
 
+def harmonic_fill(x: Tensor, observed: Tensor) -> Tensor:
+    """The harmonic interpolation that ``miri.init=interp`` starts from (batched torch)."""
+    return flow.initial_fill(x, observed, "interp")
+
+
 def _per_image(x: Tensor, observed: Tensor, fill_image) -> Tensor:
     """Apply ``fill_image(image (C, H, W) ndarray, missing (C, H, W) bool ndarray)`` to every
     image; channels without any observed entry get the set's mean."""
@@ -60,4 +65,9 @@ def biharmonic_fill(x: Tensor, observed: Tensor) -> Tensor:
     return _per_image(x, observed, fill)
 
 
-BASELINES = {"mean": mean_fill, "nearest": nearest_fill, "biharmonic": biharmonic_fill}
+BASELINES = {
+    "mean": mean_fill,
+    "nearest": nearest_fill,
+    "harmonic": harmonic_fill,
+    "biharmonic": biharmonic_fill,
+}

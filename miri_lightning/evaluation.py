@@ -120,7 +120,7 @@ def evaluate(
     return rows
 
 
-def _cell(value) -> str:
+def cell(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
@@ -130,7 +130,7 @@ def _cell(value) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(HEADERS[c] for c in COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in COLUMNS) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in COLUMNS) + " |" for row in rows]
     return "\n".join(lines)
 
 

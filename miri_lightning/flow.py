@@ -90,7 +90,7 @@ def impute(
     return y
 
 
-INITS = ("noise", "mean")
+INITS = ("noise", "mean", "interp", "biharmonic")
 
 
 def initial_fill(
@@ -99,23 +99,67 @@ def initial_fill(
     init: str = "noise",
     generator: torch.Generator | None = None,
     channel_mean: Tensor | None = None,
+    noise: float = 0.0,
+    clamp: tuple[float, float] | None = (0.0, 1.0),
 ) -> Tensor:
     """Round-0 imputation x̃⁰ of a data set x (N, C, ...), observed entries kept.
 
-    ``noise``: missing entries drawn i.i.d. from U[0, 1] (the paper, for images);
+    ``noise``: missing entries drawn i.i.d. from U[clamp] (U[0, 1], the paper, for images)
+    or from N(0, 1) without ``clamp`` (standardised tables);
     ``mean``: missing entries set to their channel's mean over all observed entries
-    (``channel_mean`` (C,) when x is only a part of the set).
+    (``channel_mean`` (C,) when x is only a part of the set);
+    ``interp``: images (N, C, H, W), the harmonic interpolation (:func:`harmonic_fill`,
+    batched torch); ``biharmonic``: scikit-image's biharmonic inpainting (better, slower:
+    per image on the CPU).
+    ``noise`` (σ ≥ 0) adds N(0, σ²) to the deterministic fills, then clamps (:func:`perturb`):
+    a deterministic fill gives one sample, a noisy one a distribution to draw from.
     """
+    if init == "noise":
+        if clamp is None:
+            fill = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        else:
+            low, high = clamp
+            fill = low + (high - low) * torch.rand(x.shape, generator=generator, dtype=x.dtype)
+        return torch.where(observed.bool(), x, fill.to(x.device))
+    return perturb(deterministic_fill(x, observed, init, channel_mean), observed, noise, generator, clamp)
+
+
+def deterministic_fill(x: Tensor, observed: Tensor, init: str, channel_mean: Tensor | None = None) -> Tensor:
+    """The ``mean``, ``interp`` or ``biharmonic`` fill of x (N, C, ...) without noise (see
+    :func:`initial_fill`); observed entries kept."""
     if init not in INITS:
         raise ValueError(f"miri.init must be one of {INITS}, got {init!r}")
     o = observed.bool()
-    if init == "noise":
-        fill = torch.rand(x.shape, generator=generator, dtype=x.dtype)
-    else:
+    if init == "mean":
         if channel_mean is None:
             channel_mean = observed_channel_mean(x, o)
         fill = channel_mean.to(x.dtype).view(1, -1, *([1] * (x.dim() - 2))).expand_as(x)
-    return torch.where(o, x, fill.to(x.device))
+        return torch.where(o, x, fill.to(x.device))
+    if init == "noise" or x.dim() != 4:
+        raise ValueError(f"miri.init={init} is a deterministic fill of images (N, C, H, W), not of {tuple(x.shape)}")
+    if init == "interp":
+        return harmonic_fill(x, o)
+    from miri_lightning.baselines import biharmonic_fill  # scikit-image, CPU
+
+    return biharmonic_fill(x.cpu(), o.cpu()).to(x.device)
+
+
+def perturb(
+    fill: Tensor,
+    observed: Tensor,
+    noise: float,
+    generator: torch.Generator | None = None,
+    clamp: tuple[float, float] | None = (0.0, 1.0),
+) -> Tensor:
+    """``fill`` (N, ...) plus N(0, noise²) on its missing entries, clamped to ``clamp``."""
+    if noise < 0:
+        raise ValueError(f"miri.init_noise must be at least 0, got {noise}")
+    if noise == 0:
+        return fill
+    noisy = fill + noise * torch.randn(fill.shape, generator=generator, dtype=fill.dtype).to(fill.device)
+    if clamp is not None:
+        noisy = noisy.clamp(*clamp)
+    return torch.where(observed.bool(), fill, noisy)
 
 
 def observed_channel_mean(x: Tensor, observed: Tensor) -> Tensor:
@@ -123,3 +167,37 @@ def observed_channel_mean(x: Tensor, observed: Tensor) -> Tensor:
     dims = [d for d in range(x.dim()) if d != 1]
     o = observed.bool()
     return torch.where(o, x, 0).sum(dims) / o.sum(dims).clamp_min(1)
+
+
+def harmonic_fill(x: Tensor, observed: Tensor, iterations: int = 20) -> Tensor:
+    """Missing entries of images x (N, C, H, W) interpolated from the observed ones: the
+    discrete Laplace equation (each missing entry the mean of its 4 neighbours), per image
+    and channel, solved coarse to fine with ``iterations`` Jacobi sweeps per level; a
+    channel of an image with no observed entry gets 0.5. Returns (N, C, H, W), equal to x
+    on observed entries. Batched torch: runs wherever x lives."""
+    o = observed.to(x.dtype)
+    return _harmonic(torch.where(observed.bool(), x, 0), o, iterations)
+
+
+def _harmonic(sums: Tensor, weights: Tensor, iterations: int) -> Tensor:
+    """Level of the coarse-to-fine solve: ``sums`` of observed values and their ``weights``
+    (counts) per entry; entries with weight > 0 are known (their mean)."""
+    known = weights > 0
+    target = sums / weights.clamp_min(1e-12)
+    height, width = sums.shape[-2:]
+    if height % 2 == 0 and width % 2 == 0 and min(height, width) >= 4:
+        coarse = _harmonic(
+            torch.nn.functional.avg_pool2d(sums, 2) * 4, torch.nn.functional.avg_pool2d(weights, 2) * 4, iterations
+        )
+        y = torch.nn.functional.interpolate(coarse, scale_factor=2, mode="bilinear", align_corners=False)
+    else:
+        total = weights.sum((-2, -1), keepdim=True)
+        y = torch.where(total > 0, sums.sum((-2, -1), keepdim=True) / total.clamp_min(1e-12), 0.5).expand_as(sums)
+    y = torch.where(known, target, y)
+    for _ in range(iterations):
+        padded = torch.nn.functional.pad(y, (1, 1, 1, 1), mode="replicate")
+        neighbours = (
+            padded[..., :-2, 1:-1] + padded[..., 2:, 1:-1] + padded[..., 1:-1, :-2] + padded[..., 1:-1, 2:]
+        ) / 4
+        y = torch.where(known, target, neighbours)
+    return y

@@ -28,6 +28,7 @@ class RunFlows:
             raise ValueError(f"{config} does not exist: is {run_dir} a run directory of train.py?")
         miri = OmegaConf.load(config).miri
         self.ode_steps, self.solver, self.init = int(miri.ode_steps), str(miri.solver), str(miri.init)
+        self.init_noise = float(miri.get("init_noise", 0.0))
         self.nets: list[nn.Module] = []
         for path in files:
             state, net_config = load_flow(path)
@@ -38,10 +39,23 @@ class RunFlows:
         self.device = torch.device(device)
 
     @torch.no_grad()
-    def impute(self, x: Tensor, observed: Tensor, generator: torch.Generator, batch_size: int = 256) -> Tensor:
+    def impute(
+        self,
+        x: Tensor,
+        observed: Tensor,
+        generator: torch.Generator,
+        batch_size: int = 256,
+        base: Tensor | None = None,
+    ) -> Tensor:
         """One imputation of x (N, C, H, W) in [0, 1] (missing entries ignored): a round-0 fill
-        drawn from ``generator``, then every round's ODE in order; observed entries kept."""
-        fill = flow.initial_fill(x, observed, self.init, generator)
+        drawn from ``generator``, then every round's ODE in order; observed entries kept.
+        ``base``: the run's deterministic fill of x, when already computed (see :meth:`sample`)."""
+        if self.init == "noise":
+            fill = flow.initial_fill(x, observed, "noise", generator)
+        else:
+            if base is None:
+                base = flow.deterministic_fill(x, observed, self.init)
+            fill = flow.perturb(base, observed, self.init_noise, generator)
         out = torch.empty_like(x)
         for k in range(0, x.shape[0], batch_size):
             y, o = fill[k : k + batch_size].to(self.device), observed[k : k + batch_size].to(self.device)
@@ -50,9 +64,11 @@ class RunFlows:
             out[k : k + batch_size] = y.cpu()
         return out
 
-    def sample(self, x: Tensor, observed: Tensor, num_samples: int, seed: int = 0) -> Tensor:
-        """``num_samples`` imputations (K, N, C, H, W), each from its own initial fill."""
+    def sample(self, x: Tensor, observed: Tensor, num_samples: int, seed: int = 0, batch_size: int = 256) -> Tensor:
+        """``num_samples`` imputations (K, N, C, H, W), each from its own initial fill (a
+        deterministic fill is computed once, its noise drawn for each sample)."""
         if num_samples < 1:
             raise ValueError(f"num_samples must be at least 1, got {num_samples}")
         generator = torch.Generator().manual_seed(seed)
-        return torch.stack([self.impute(x, observed, generator) for _ in range(num_samples)])
+        base = None if self.init == "noise" else flow.deterministic_fill(x, observed, self.init)
+        return torch.stack([self.impute(x, observed, generator, batch_size, base) for _ in range(num_samples)])

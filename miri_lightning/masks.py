@@ -76,5 +76,6 @@ class GivenMask:
     def __call__(self, shape: tuple[int, ...]) -> Tensor:
         raise ValueError(
             "mask=given, but these data come without a mask: use data=array (NaN or data.mask_path) or "
-            "data=folder with data.mask_root, or simulate one with mask=pixel|channel|block"
+            "data=folder with data.mask_root, a table with blank cells, or simulate one with "
+            "mask=pixel|channel|block (images) or mask=entry (tables, points)"
         )

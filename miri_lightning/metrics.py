@@ -37,7 +37,14 @@ def ssim(x: Tensor, truth: Tensor, batch_size: int = 1024) -> Tensor:
 
 
 def round_metrics(x: Tensor, truth: Tensor, observed: Tensor, mmd_items: int = 1000) -> dict[str, float]:
-    """The per-round scalars logged under ``round/`` (DESIGN.md §3)."""
+    """The per-round scalars logged under ``round/`` (DESIGN.md §3); for vectors (N, d),
+    those that make sense in standardised units: RMSE and MAE on missing entries, MMD."""
+    if x.dim() == 2:
+        return {
+            "rmse_missing": rmse_missing(x, truth, observed).item(),
+            "mae_missing": mae_missing(x, truth, observed).item(),
+            "mmd": mmd(x, truth, mmd_items).item(),
+        }
     return {
         "psnr_missing": psnr_missing(x, truth, observed).item(),
         "psnr_full": psnr_full(x, truth).item(),

@@ -1,5 +1,7 @@
 """The LightningModule: the velocity field, its optimiser and the MIRI training step."""
 
+import copy
+
 import hydra
 import lightning as L
 import torch
@@ -16,16 +18,32 @@ class MIRIModule(L.LightningModule):
     lr, weight_decay: Adam's (``lr`` also applies when a run resumes with another one);
     reinit: start every round from freshly initialised weights and an empty optimiser state
     (the paper), instead of the previous round's (warm start); seed: with the round and the
-    rank, seeds every random draw of a round, so a resumed round repeats the killed one.
+    rank, seeds every random draw of a round, so a resumed round repeats the killed one;
+    ema: the decay of an exponential moving average of the weights over each round's steps
+    (0: none), which then imputes (:meth:`imputer`). The average restarts from the current
+    weights every round, with the warm-up decay min(ema, (1 + k) / (10 + k)) at step k.
     """
 
-    def __init__(self, net: dict, lr: float = 1e-3, weight_decay: float = 0.0, reinit: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        net: dict,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        reinit: bool = False,
+        seed: int = 0,
+        ema: float = 0.0,
+    ):
         super().__init__()
         if lr <= 0:
             raise ValueError(f"optim.lr must be positive, got {lr}")
+        if not 0 <= ema < 1:
+            raise ValueError(f"miri.ema must be in [0, 1) (0: no EMA), got {ema}")
         self.save_hyperparameters()
         self.velocity = hydra.utils.instantiate(net)
         self._times: torch.Generator | None = None  # the draws of t, seeded per round and rank
+        self._ema_steps = 0
+        # kept out of the state dict (plain attribute): it restarts every round
+        object.__setattr__(self, "_ema", None)
 
     def forward(self, a: Tensor, b: Tensor, observed: Tensor, t: Tensor) -> Tensor:
         return self.velocity(a, b, observed, t)
@@ -54,6 +72,26 @@ class MIRIModule(L.LightningModule):
             self.reset_velocity(round_index)
         seed = round_seed(self.hparams.seed, round_index, self.global_rank, stream=1)
         self._times = torch.Generator(device=self.device).manual_seed(seed)
+        if self.hparams.ema:
+            object.__setattr__(self, "_ema", copy.deepcopy(self.velocity).requires_grad_(False).eval())
+            self._ema_steps = 0
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self._ema is None:
+            return
+        decay = min(self.hparams.ema, (1 + self._ema_steps) / (10 + self._ema_steps))
+        self._ema_steps += 1
+        with torch.no_grad():
+            averaged = list(self._ema.parameters()) + list(self._ema.buffers())
+            current = list(self.velocity.parameters()) + list(self.velocity.buffers())
+            torch._foreach_lerp_(
+                [a for a in averaged if a.is_floating_point()], [c for c in current if c.is_floating_point()], 1 - decay
+            )
+
+    def imputer(self) -> torch.nn.Module:
+        """The velocity field that re-imputes and is saved as the round's flow: the EMA of
+        this round's weights with ``ema`` > 0, else the trained weights."""
+        return self._ema if self._ema is not None else self.velocity
 
     def reset_velocity(self, round_index: int) -> None:
         """Fresh weights (seeded by ``seed`` and the round, the same on every rank) and a

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationKeyError
 
 from miri_lightning.callbacks import MIRICallback
 from miri_lightning.data.datamodule import MIRIDataModule
@@ -124,10 +125,25 @@ def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
         cfg.seed,
         output_dir=output_dir,
         store_dtype=store_dtype,
+        init_noise=miri.init_noise,
     )
-    net_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    try:
+        net_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    except InterpolationKeyError as error:  # e.g. a U-Net's ${data.channels} on a table
+        raise ValueError(
+            f"the model's settings do not fit data={cfg.data.name} ({error}): use model=mlp for tables and points, "
+            "a model=unet* for images"
+        ) from error
+    if "dim" in net_cfg and net_cfg["dim"] is None:  # a vector field sized by the data (data.dim null)
+        datamodule.setup("fit")
+        net_cfg["dim"] = datamodule.store.item_shape[0]
     module = MIRIModule(
-        net_cfg, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, reinit=miri.reinit, seed=cfg.seed
+        net_cfg,
+        lr=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay,
+        reinit=miri.reinit,
+        seed=cfg.seed,
+        ema=miri.ema,
     )
     if miri.rounds < 1:
         raise ValueError(f"miri.rounds must be at least 1, got {miri.rounds}")
@@ -182,6 +198,18 @@ def check_data(run: Run) -> None:
     run.datamodule.setup("fit")
     shape = run.datamodule.store.item_shape
     net = run.module.velocity
+    if len(shape) != len(net.item_shape):
+        kind = "vectors" if len(shape) == 1 else "images"
+        raise ValueError(
+            f"the data are {kind} of shape {shape} but model={type(net).__name__} takes items of shape "
+            f"{net.item_shape}: use model=mlp for tables and points, a model=unet* for images"
+        )
+    if len(shape) == 1:
+        if shape != net.item_shape:
+            raise ValueError(
+                f"the data have {shape[0]} columns but model.dim={net.item_shape[0]}: leave model.dim null"
+            )
+        return
     if shape[0] != net.channels:
         raise ValueError(
             f"the data have {shape[0]} channels but model.channels={net.channels}: set data.channels to match "

@@ -23,10 +23,15 @@ TINY = [
 ]
 
 
-def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
-    """The real composed config (configs/train.yaml) with ``overrides``, writing to ``output_dir``."""
+#: The quiet CPU trainer alone, for runs on vectors (data=toy, data=csv), already small.
+QUIET = ["trainer=cpu", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+
+def compose_config(overrides: list[str], output_dir: Path, base: list[str] = TINY) -> DictConfig:
+    """The real composed config (configs/train.yaml) with ``base`` then ``overrides``,
+    writing to ``output_dir``."""
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose("train", overrides=[*TINY, f"output_dir={output_dir}", *overrides])
+        return compose("train", overrides=[*base, f"output_dir={output_dir}", *overrides])
 
 
 @pytest.fixture

@@ -140,3 +140,45 @@ def test_initial_fills_keep_observed_entries():
         assert torch.allclose(mean[:, c][~o[:, c]], expected.expand((~o[:, c]).sum()))
     with pytest.raises(ValueError, match="miri.init"):
         flow.initial_fill(x, o, "zeros")
+
+
+def test_harmonic_fill_recovers_a_linear_ramp_and_keeps_observed_entries():
+    """The discrete Laplace equation holds exactly for a linear image: with the border
+    observed, the interpolation must give the ramp back inside."""
+    rows, cols = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    ramp = (0.1 + 0.03 * rows + 0.02 * cols).expand(4, 2, 16, 16).clone()
+    o = torch.rand(4, 2, 16, 16, generator=torch.Generator().manual_seed(0)) > 0.6
+    o[..., 0, :] = o[..., -1, :] = o[..., :, 0] = o[..., :, -1] = True
+    filled = flow.harmonic_fill(torch.where(o, ramp, 0), o, iterations=200)
+    assert torch.equal(filled[o], ramp[o])
+    assert (filled - ramp).abs().max() < 1e-3
+    # a channel with nothing observed gets 0.5; the others are unaffected
+    o[1, 0] = False
+    filled = flow.harmonic_fill(torch.where(o, ramp, 0), o)
+    assert torch.all(filled[1, 0] == 0.5) and torch.equal(filled[1, 1][o[1, 1]], ramp[1, 1][o[1, 1]])
+
+
+def test_interp_fill_with_noise_gives_distinct_draws_around_the_interpolation():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(20, 3, 8, 8, generator=g) * 0.5 + 0.25
+    o = torch.rand(20, 1, 8, 8, generator=g).expand(20, 3, 8, 8) > 0.5
+    base = flow.initial_fill(x, o, "interp")
+    assert torch.equal(base, flow.deterministic_fill(x, o, "interp"))
+    first = flow.initial_fill(x, o, "interp", torch.Generator().manual_seed(0), noise=0.05)
+    second = flow.initial_fill(x, o, "interp", torch.Generator().manual_seed(1), noise=0.05)
+    assert torch.equal(first[o], x[o]) and torch.equal(second[o], x[o])
+    assert not torch.equal(first, second)
+    assert (first - base)[~o].std().item() == pytest.approx(0.05, rel=0.1)
+    wide = flow.initial_fill(x, o, "interp", torch.Generator().manual_seed(0), noise=2.0)
+    assert wide.min() >= 0 and wide.max() <= 1  # clamped to the images' range
+    with pytest.raises(ValueError, match="miri.init_noise"):
+        flow.initial_fill(x, o, "interp", noise=-0.1)
+    with pytest.raises(ValueError, match="images"):
+        flow.initial_fill(torch.rand(5, 3), torch.rand(5, 3) > 0.5, "interp")
+
+
+def test_noise_fill_of_unbounded_data_is_standard_normal():
+    x, o = torch.zeros(4000, 3), torch.rand(4000, 3, generator=torch.Generator().manual_seed(0)) > 0.5
+    fill = flow.initial_fill(x, o, "noise", torch.Generator().manual_seed(7), clamp=None)
+    assert fill[~o].mean().abs() < 0.05 and fill[~o].std().item() == pytest.approx(1.0, abs=0.05)
+    assert fill[~o].min() < -2.5 and torch.equal(fill[o], x[o])

@@ -157,14 +157,23 @@ def test_bad_settings_on_the_command_line_print_one_error_line_not_a_traceback(t
     assert "Traceback" not in result.stderr
 
 
-def test_every_rounds_flow_is_saved_and_reproduces_its_round(tiny_config):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_every_rounds_flow_is_saved_and_reproduces_its_round(tiny_config, ema):
+    """With miri.ema > 0 the EMA weights impute and are saved as the flow; the checkpoint
+    holds the trained weights only (loadable with or without EMA)."""
     import hydra
 
     from miri_lightning import flow
     from miri_lightning.snapshots import load_flow
 
-    run = train(tiny_config("miri.rounds=2"))
+    run = train(tiny_config("miri.rounds=2", f"miri.ema={ema}"))
     out = run.output_dir
+    trained = run.module.velocity.state_dict()
+    saved, _ = load_flow(out / "flows" / "round_002.safetensors")
+    same = all(torch.equal(saved[k], trained[k]) for k in trained)
+    assert same == (ema == 0)
+    checkpoint = torch.load(out / "last.ckpt", weights_only=True)
+    assert all(k.startswith("velocity.") for k in checkpoint["state_dict"])
     assert sorted(p.name for p in (out / "flows").iterdir()) == ["round_001.safetensors", "round_002.safetensors"]
     before = load_file(out / "imputed" / "round_001.safetensors")
     after = load_file(out / "imputed" / "round_002.safetensors")

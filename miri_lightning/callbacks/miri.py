@@ -19,6 +19,9 @@ from miri_lightning.snapshots import prune_snapshots, save_flow, tensor_digest
 
 log = logging.getLogger(__name__)
 
+#: The metrics of the printed line per round, in order (those the data have).
+PRINTED = ("psnr_missing", "psnr_full", "rmse_missing", "mae_missing", "ssim", "mmd", "cluster_share")
+
 
 class MIRICallback(L.Callback):
     """Re-imputes every item with the round's velocity field, then logs and snapshots.
@@ -39,7 +42,6 @@ class MIRICallback(L.Callback):
         ode_steps: int = 100,
         solver: str = "euler",
         impute_batch_size: int = 500,
-        clamp: tuple[float, float] | None = (0.0, 1.0),
         grid_images: int = 8,
         keep_rounds: int = -1,
         mmd_items: int = 1000,
@@ -54,7 +56,6 @@ class MIRICallback(L.Callback):
         if impute_batch_size < 1:
             raise ValueError(f"miri.impute_batch_size must be at least 1, got {impute_batch_size}")
         self.ode_steps, self.solver, self.impute_batch_size = ode_steps, solver, impute_batch_size
-        self.clamp = tuple(clamp) if clamp is not None else None
         self.grid_images = grid_images
         if keep_rounds == 0 or keep_rounds < -1:
             raise ValueError(f"checkpoint.keep must be -1 (all) or at least 1, got {keep_rounds}")
@@ -99,7 +100,7 @@ class MIRICallback(L.Callback):
         imputed = self.reimpute(trainer, pl_module, store.imputed, store.observed)
         datamodule.commit_round(round_index, imputed, write=trainer.is_global_zero)
         if trainer.is_global_zero and datamodule.output_dir is not None:
-            save_flow(datamodule.output_dir, round_index, pl_module.velocity, pl_module.hparams.net)
+            save_flow(datamodule.output_dir, round_index, pl_module.imputer(), pl_module.hparams.net)
         log.info(f"round {round_index}: rank {trainer.global_rank} holds the store sha256 {tensor_digest(imputed)}")
         pl_module.log("round", float(round_index), logger=False)
         self._report(trainer, pl_module, datamodule.round, time.perf_counter() - self._round_started)
@@ -116,8 +117,9 @@ class MIRICallback(L.Callback):
             f"round {trainer.current_epoch + 1}: rank {rank} re-imputing items [{start}, {stop}) of {n}, "
             f"{self.ode_steps} {self.solver} steps"
         )
-        was_training = pl_module.training
-        pl_module.eval()
+        velocity, clamp = pl_module.imputer(), trainer.datamodule.store.clamp
+        was_training = velocity.training
+        velocity.eval()
         parts, finite = [], torch.ones((), dtype=torch.bool, device=pl_module.device)
         with _progress(
             trainer, f"imputing {stop - start} items", math.ceil((stop - start) / self.impute_batch_size)
@@ -126,11 +128,11 @@ class MIRICallback(L.Callback):
                 end = min(begin + self.impute_batch_size, stop)
                 x = decode(imputed[begin:end].to(pl_module.device))
                 o = observed[begin:end].to(pl_module.device)
-                y = flow.impute(pl_module, x, o, self.ode_steps, self.solver, self.clamp)
+                y = flow.impute(velocity, x, o, self.ode_steps, self.solver, clamp)
                 finite &= torch.isfinite(y).all()
                 parts.append(encode(y, imputed.dtype).to(imputed.device))
                 advance()
-        pl_module.train(was_training)
+        velocity.train(was_training)
         # every rank learns whether any rank failed, so that none is left waiting in a collective
         if not (pl_module.all_gather(finite).all() if world > 1 else finite):
             raise FloatingPointError(
@@ -169,6 +171,9 @@ class MIRICallback(L.Callback):
             record.update(metrics.round_metrics(imputed, truth, observed, self.mmd_items))
             if self._features is not None:
                 record["fid"] = fid(imputed, truth, self._features)
+            extra = getattr(trainer.datamodule.source, "extra_metrics", None)
+            if extra is not None:
+                record.update(extra(imputed, truth))
         if self.mine_steps:
             record["mutual_information"] = mine_estimate(imputed, observed, self.mine_steps)
         self.history.append(record)
@@ -178,7 +183,7 @@ class MIRICallback(L.Callback):
             if scalars:
                 logger.log_metrics(scalars, step=trainer.global_step)
             writer = getattr(logger, "experiment", None)
-            if hasattr(writer, "add_image"):
+            if hasattr(writer, "add_image") and store.imputed.dim() == 4:
                 writer.add_image("round/reconstructions", self.grid(store), global_step=trainer.global_step)
                 if store.truth is not None:
                     writer.add_image("round/difference", self.difference(store), global_step=trainer.global_step)
@@ -190,7 +195,8 @@ class MIRICallback(L.Callback):
         if store.truth is not None:
             line += " | " + " ".join(
                 f"{k} {record[k]:.2f} dB" if k.startswith("psnr") else f"{k} {record[k]:.4f}"
-                for k in ("psnr_missing", "psnr_full", "rmse_missing", "ssim", "mmd")
+                for k in PRINTED
+                if k in record
             )
         else:
             line += " | no ground truth: metrics skipped"

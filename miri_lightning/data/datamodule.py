@@ -57,6 +57,7 @@ class MIRIDataModule(L.LightningDataModule):
         seed: int = 0,
         output_dir: str | Path | None = None,
         store_dtype: str = "float32",
+        init_noise: float = 0.0,
     ):
         super().__init__()
         if batch_size < 1:
@@ -65,6 +66,9 @@ class MIRIDataModule(L.LightningDataModule):
             raise ValueError(f"miri.steps_per_round must be at least 1, got {steps_per_round}")
         if init not in flow.INITS:
             raise ValueError(f"miri.init must be one of {flow.INITS}, got {init!r}")
+        if init_noise < 0:
+            raise ValueError(f"miri.init_noise must be at least 0, got {init_noise}")
+        self.init_noise = init_noise
         self.source, self.mask = source, mask
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.store_dtype = store_dtype
@@ -76,7 +80,7 @@ class MIRIDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.store is not None:
             return
-        self.store = build_store(self.source.load(), self.mask, self.init, self.seed, self.store_dtype)
+        self.store = build_store(self.source.load(), self.mask, self.init, self.seed, self.store_dtype, self.init_noise)
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
@@ -91,6 +95,9 @@ class MIRIDataModule(L.LightningDataModule):
         self.store.imputed, self.round = imputed, round_index
         if write and self.output_dir is not None:
             save_snapshot(self.output_dir, round_index, imputed, self.store.observed)
+            export = getattr(self.source, "export", None)  # tables: the imputed CSV, original units
+            if export is not None:
+                export(imputed, self.output_dir)
 
     def state_dict(self) -> dict:
         store = self.store

@@ -11,16 +11,19 @@ from miri_lightning.data.array import load_array
 from miri_lightning.data.cifar10 import load_cifar10
 from miri_lightning.data.folder import image_files, load_folder, load_masks
 from miri_lightning.data.sample import sample_images
+from miri_lightning.data.table import as_tensor, read_table, standardise, warn_empty_rows, write_table
 
 
 @dataclass
 class LoadedImages:
-    """values: (N, C, H, W), uint8 (0..255) for 8-bit images or float32 in [0, 1];
-    observed: (N, C, H, W) bool, or None when the mask is to be simulated (then ``values``
-    is the ground truth)."""
+    """values: (N, C, H, W), uint8 (0..255) for 8-bit images or float32 in [0, 1], or (N, d)
+    float32 for vectors (standardised tables, toy points); observed: bool of the same shape,
+    or None when the mask is to be simulated (then ``values`` is the ground truth); clamp:
+    the data's range, kept by every imputation (None for unbounded, standardised data)."""
 
     values: Tensor
     observed: Tensor | None = None
+    clamp: tuple[float, float] | None = (0.0, 1.0)
 
     @property
     def has_truth(self) -> bool:
@@ -201,3 +204,76 @@ class ArraySource:
                 f"data.image_size to match (now {expected})"
             )
         return LoadedImages(values, observed)
+
+
+class CsvSource:
+    """``data=csv``: a table (.csv/.tsv with a header, or .npy) whose blank / NaN / NA cells
+    are missing. Numeric columns are imputed, standardised with their observed entries'
+    mean and std; text columns pass through. After each round the imputed table is written
+    as ``imputed.csv`` in the run directory, in original units (:meth:`export`). A table
+    without any missing cell is ground truth: simulate a mask (``mask=entry``)."""
+
+    def __init__(self, path: str, n: int | None = None, seed: int = 0, dim: int | None = None, name: str = "csv"):
+        if path is None:
+            raise ValueError("data=csv needs data.path=<.csv, .tsv or .npy file>")
+        self.path, self.n, self.seed, self.dim, self.name = path, n, seed, dim, name
+        self.table, self.stats = None, None
+
+    def load(self) -> LoadedImages:
+        table = read_table(self.path)
+        keep = subset_indices(table.numeric.shape[0], self.n, self.seed)
+        if keep is not None:
+            table.rows(keep.tolist())
+        table.set_aside_constant_columns()
+        standardised, mean, std = standardise(table.numeric)
+        values, observed = as_tensor(standardised)
+        if self.dim is not None and values.shape[1] != self.dim:
+            raise ValueError(f"data.dim={self.dim}, but {self.path} has {values.shape[1]} numeric columns")
+        self.table, self.stats = table, (mean, std)
+        if bool(observed.all()):
+            return LoadedImages(values, None, clamp=None)
+        warn_empty_rows(observed, str(self.path))
+        return LoadedImages(values, observed, clamp=None)
+
+    def export(self, imputed: Tensor, output_dir: Path) -> Path:
+        """``imputed.csv``: the table with its missing numeric cells filled, original units."""
+        path = Path(output_dir) / "imputed.csv"
+        write_table(path, self.table, imputed, *self.stats)
+        return path
+
+
+class ToySource:
+    """``data=toy``: the paper's check, a mixture of two Gaussian clusters in ``dim``
+    dimensions, centres ±``separation``/2 on every axis, per-axis std ``spread``, a share
+    ``weight`` of the points in the + cluster. The truth is known; mask it with ``mask=entry``."""
+
+    def __init__(
+        self,
+        n: int = 2000,
+        dim: int = 2,
+        weight: float = 0.5,
+        separation: float = 4.0,
+        spread: float = 0.5,
+        seed: int = 0,
+        name: str = "toy",
+    ):
+        if n < 2 or dim < 1:
+            raise ValueError(f"data.n must be at least 2 and data.dim at least 1, got {n} and {dim}")
+        if not 0 < weight < 1 or separation <= 0 or spread <= 0:
+            raise ValueError("data.weight must lie in (0, 1), data.separation and data.spread must be positive")
+        self.n, self.dim, self.weight, self.separation, self.spread = n, dim, weight, separation, spread
+        self.seed, self.name = seed, name
+
+    def load(self) -> LoadedImages:
+        generator = torch.Generator().manual_seed(self.seed)
+        side = torch.where(torch.rand(self.n, generator=generator) < self.weight, 1.0, -1.0)
+        points = side[:, None] * self.separation / 2 + self.spread * torch.randn(self.n, self.dim, generator=generator)
+        return LoadedImages(points, None, clamp=None)
+
+    def cluster_share(self, points: Tensor) -> float:
+        """The fraction of points nearer the + centre than the - one."""
+        return (points.sum(1) > 0).float().mean().item()
+
+    def extra_metrics(self, imputed: Tensor, truth: Tensor) -> dict[str, float]:
+        share, true_share = self.cluster_share(imputed), self.cluster_share(truth)
+        return {"cluster_share": share, "cluster_share_error": abs(share - true_share)}

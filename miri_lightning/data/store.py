@@ -30,12 +30,19 @@ def encode(values: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 class Store:
-    """All (N, C, H, W) on one device. imputed: the current imputation x̃ in the store dtype
-    (equal to the data on observed entries); observed: bool, True = observed; truth: the
-    complete data when known (uint8 for 8-bit sources), else None."""
+    """All (N, *item) on one device: (N, C, H, W) images or (N, d) vectors. imputed: the
+    current imputation x̃ in the store dtype (equal to the data on observed entries);
+    observed: bool, True = observed; truth: the complete data when known (uint8 for 8-bit
+    sources), else None; clamp: the data's range (None: unbounded)."""
 
-    def __init__(self, imputed: Tensor, observed: Tensor, truth: Tensor | None = None):
-        self.imputed, self.observed, self.truth = imputed, observed, truth
+    def __init__(
+        self,
+        imputed: Tensor,
+        observed: Tensor,
+        truth: Tensor | None = None,
+        clamp: tuple[float, float] | None = (0.0, 1.0),
+    ):
+        self.imputed, self.observed, self.truth, self.clamp = imputed, observed, truth, clamp
 
     def __len__(self) -> int:
         return self.imputed.shape[0]
@@ -50,12 +57,21 @@ class Store:
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def build_store(loaded: LoadedImages, mask, init: str, seed: int, dtype: str = "float32") -> Store:
-    """The round-0 store: the mask (given or drawn) and the initial fill (seeded), built in
-    chunks so that no float copy of the whole set is made."""
+def build_store(
+    loaded: LoadedImages,
+    mask,
+    init: str,
+    seed: int,
+    dtype: str = "float32",
+    init_noise: float = 0.0,
+) -> Store:
+    """The round-0 store: the mask (given or drawn) and the initial fill (seeded, see
+    :func:`flow.initial_fill`), built in chunks so that no float copy of the whole set is made."""
     if dtype not in STORE_DTYPES:
         raise ValueError(f"data.store_dtype must be one of {sorted(STORE_DTYPES)}, got {dtype!r}")
     values = loaded.values
+    if dtype == "uint8" and loaded.clamp != (0.0, 1.0):
+        raise ValueError("data.store_dtype=uint8 keeps values in [0, 1] only: use float32 or float16 for these data")
     if loaded.observed is not None and not isinstance(mask, GivenMask):
         raise ValueError(f"these data come with their own mask: use mask=given, not mask={mask.name}")
     observed = loaded.observed if loaded.observed is not None else mask(values.shape)
@@ -66,14 +82,22 @@ def build_store(loaded: LoadedImages, mask, init: str, seed: int, dtype: str = "
     n = values.shape[0]
     channel_mean = None
     if init == "mean":
+        dims = [d for d in range(values.dim()) if d != 1]
         sums = sum(
-            torch.where(observed[k : k + CHUNK], decode(values[k : k + CHUNK]), 0).sum((0, 2, 3))
-            for k in range(0, n, CHUNK)
+            torch.where(observed[k : k + CHUNK], decode(values[k : k + CHUNK]), 0).sum(dims) for k in range(0, n, CHUNK)
         )
-        channel_mean = sums / observed.sum((0, 2, 3)).clamp_min(1)
+        channel_mean = sums / observed.sum(dims).clamp_min(1)
     generator = torch.Generator().manual_seed(seed)
     imputed = torch.empty(values.shape, dtype=STORE_DTYPES[dtype])
     for k in range(0, n, CHUNK):
-        part = flow.initial_fill(decode(values[k : k + CHUNK]), observed[k : k + CHUNK], init, generator, channel_mean)
+        part = flow.initial_fill(
+            decode(values[k : k + CHUNK]),
+            observed[k : k + CHUNK],
+            init,
+            generator,
+            channel_mean,
+            init_noise,
+            loaded.clamp,
+        )
         imputed[k : k + CHUNK] = encode(part, imputed.dtype)
-    return Store(imputed, observed, values if loaded.has_truth else None)
+    return Store(imputed, observed, values if loaded.has_truth else None, loaded.clamp)

@@ -1,5 +1,6 @@
 """Velocity fields v(a, b, observed, t): zero on observed entries."""
 
+from miri_lightning.nets.mlp import VelocityMLP
 from miri_lightning.nets.unet import ConditionalUNet
 
-__all__ = ["ConditionalUNet"]
+__all__ = ["ConditionalUNet", "VelocityMLP"]

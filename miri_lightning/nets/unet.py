@@ -62,6 +62,10 @@ class ConditionalUNet(nn.Module):
             attention_head_dim=attention_head_dim,
         )
 
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        return (self.channels, self.image_size, self.image_size)
+
     def forward(self, a: Tensor, b: Tensor, observed: Tensor, t: Tensor) -> Tensor:
         expected = (self.channels, self.image_size, self.image_size)
         if a.shape[1:] != expected:
