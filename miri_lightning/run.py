@@ -126,6 +126,7 @@ def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
         output_dir=output_dir,
         store_dtype=store_dtype,
         init_noise=miri.init_noise,
+        store_on_device=miri.store_on_device,
     )
     try:
         net_cfg = OmegaConf.to_container(cfg.model, resolve=True)
@@ -144,6 +145,8 @@ def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
         reinit=miri.reinit,
         seed=cfg.seed,
         ema=miri.ema,
+        compile=miri.compile,
+        channels_last=miri.channels_last,
     )
     if miri.rounds < 1:
         raise ValueError(f"miri.rounds must be at least 1, got {miri.rounds}")

@@ -118,6 +118,7 @@ class MIRICallback(L.Callback):
             f"{self.ode_steps} {self.solver} steps"
         )
         velocity, clamp = pl_module.imputer(), trainer.datamodule.store.clamp
+        field = pl_module.imputer_call()  # compiled with miri.compile
         was_training = velocity.training
         velocity.eval()
         parts, finite = [], torch.ones((), dtype=torch.bool, device=pl_module.device)
@@ -126,9 +127,10 @@ class MIRICallback(L.Callback):
         ) as advance:
             for begin in range(start, stop, self.impute_batch_size):
                 end = min(begin + self.impute_batch_size, stop)
-                x = decode(imputed[begin:end].to(pl_module.device))
-                o = observed[begin:end].to(pl_module.device)
-                y = flow.impute(velocity, x, o, self.ode_steps, self.solver, clamp)
+                x = pl_module.layout(decode(imputed[begin:end].to(pl_module.device)))
+                o = pl_module.layout(observed[begin:end].to(pl_module.device))
+                with trainer.precision_plugin.forward_context():  # bf16 autocast with trainer.precision=bf16-mixed
+                    y = flow.impute(field, x, o, self.ode_steps, self.solver, clamp)
                 finite &= torch.isfinite(y).all()
                 parts.append(encode(y, imputed.dtype).to(imputed.device))
                 advance()
@@ -163,7 +165,7 @@ class MIRICallback(L.Callback):
         if not trainer.is_global_zero:
             return
         store = trainer.datamodule.store
-        record = {"round": round_index, "seconds": seconds}
+        record = {"round": round_index, "seconds": seconds, "clock": time.perf_counter()}
         sample = self._metric_items(len(store))
         imputed, observed = decode(store.imputed[sample]), store.observed[sample]
         if store.truth is not None:
@@ -179,7 +181,7 @@ class MIRICallback(L.Callback):
         self.history.append(record)
         logger = trainer.logger
         if logger is not None:
-            scalars = {f"round/{k}": v for k, v in record.items() if k not in ("round", "seconds")}
+            scalars = {f"round/{k}": v for k, v in record.items() if k not in ("round", "seconds", "clock")}
             if scalars:
                 logger.log_metrics(scalars, step=trainer.global_step)
             writer = getattr(logger, "experiment", None)

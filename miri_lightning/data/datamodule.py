@@ -58,6 +58,7 @@ class MIRIDataModule(L.LightningDataModule):
         output_dir: str | Path | None = None,
         store_dtype: str = "float32",
         init_noise: float = 0.0,
+        store_on_device: bool = False,
     ):
         super().__init__()
         if batch_size < 1:
@@ -68,7 +69,7 @@ class MIRIDataModule(L.LightningDataModule):
             raise ValueError(f"miri.init must be one of {flow.INITS}, got {init!r}")
         if init_noise < 0:
             raise ValueError(f"miri.init_noise must be at least 0, got {init_noise}")
-        self.init_noise = init_noise
+        self.init_noise, self.store_on_device = init_noise, store_on_device
         self.source, self.mask = source, mask
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.store_dtype = store_dtype
@@ -86,6 +87,8 @@ class MIRIDataModule(L.LightningDataModule):
         trainer = self.trainer
         round_index = trainer.current_epoch if trainer is not None else self.round
         rank = trainer.global_rank if trainer is not None else 0
+        if self.store_on_device and trainer is not None:
+            self.store.to(trainer.strategy.root_device)
         pairs = PairBatches(self.store, self.batch_size, self.steps_per_round, round_seed(self.seed, round_index, rank))
         return DataLoader(pairs, batch_size=None)
 
@@ -137,7 +140,7 @@ class MIRIDataModule(L.LightningDataModule):
                 raise ValueError("this checkpoint's store lives in a snapshot, but no output_dir was given to find it")
             path = self.output_dir / state["snapshot"]
             tensors = load_snapshot(path)
-            if not torch.equal(tensors["observed"], store.observed):
+            if not torch.equal(tensors["observed"].to(store.observed.device), store.observed):
                 raise ValueError(f"snapshot {path} was made with another mask than this run's")
             if tensor_digest(tensors["imputed"]) != state["imputed_sha256"]:
                 raise ValueError(f"snapshot {path} does not hold the data its checkpoint recorded (hash differs)")

@@ -47,6 +47,14 @@ class Store:
     def __len__(self) -> int:
         return self.imputed.shape[0]
 
+    def to(self, device: torch.device | str) -> "Store":
+        """Move every tensor to ``device`` (``miri.store_on_device``: pairs are then drawn on
+        the accelerator, with no host copy per step)."""
+        self.imputed, self.observed = self.imputed.to(device), self.observed.to(device)
+        if self.truth is not None:
+            self.truth = self.truth.to(device)
+        return self
+
     @property
     def item_shape(self) -> tuple[int, ...]:
         return tuple(self.imputed.shape[1:])

@@ -166,7 +166,7 @@ def warn_empty_rows(observed: Tensor, what: str) -> None:
 def write_table(path: Path, table: Table, imputed: Tensor, mean: np.ndarray, std: np.ndarray) -> None:
     """The table with its numeric missing cells imputed (original units; observed cells as
     they were written), text columns as they were; written to a temp file, then renamed."""
-    values = imputed.double().numpy() * std + mean
+    values = imputed.detach().cpu().double().numpy() * std + mean
     missing = np.isnan(table.numeric)
     index = {name: k for k, name in enumerate(table.columns)}
     tmp = path.with_name(path.name + ".tmp")

@@ -1,0 +1,52 @@
+"""The experiment recipes build what they say, and the speed benchmark counts what it times."""
+
+import pytest
+import torch
+from conftest import QUIET, compose_config
+
+from miri_lightning.benchmark import benchmark, time_to_reach
+from miri_lightning.nets import ResidualCNN
+from miri_lightning.run import build
+
+
+def test_paper_cifar10_builds_the_papers_network_and_schedule(tmp_path):
+    run, _ = build(compose_config(["experiment=paper_cifar10"], tmp_path / "run", base=QUIET))
+    net = run.module.velocity
+    assert isinstance(net, ResidualCNN)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[0].in_channels == 3 * 3 + 1  # source view, partner view, mask, and t as a channel
+    assert {c.out_channels for c in convs[:-1]} == {64} and len(convs) == 2 + 2 * 4  # 4 residual blocks
+    assert run.trainer.max_epochs == 15
+    assert (run.datamodule.steps_per_round, run.datamodule.batch_size, run.datamodule.init) == (9000, 500, "noise")
+    assert (run.miri.ode_steps, run.miri.solver) == (100, "euler")
+    assert run.module.hparams.reinit and run.module.hparams.lr == 0.01 and run.module.hparams.ema == 0
+    assert run.datamodule.source.n == 5000
+
+
+@pytest.mark.parametrize("recipe", ["fast_cifar10", "paper_sample", "fast_sample", "quality_sample"])
+def test_every_recipe_composes_and_builds(tmp_path, recipe):
+    run, _ = build(compose_config([f"experiment={recipe}"], tmp_path / "run", base=QUIET))
+    assert run.trainer.max_epochs >= 1
+
+
+def test_paper_and_fast_sample_share_data_and_masks(tmp_path):
+    paper = compose_config(["experiment=paper_sample"], tmp_path / "a", base=QUIET)
+    fast = compose_config(["experiment=fast_sample"], tmp_path / "b", base=QUIET)
+    assert paper.data == fast.data and paper.mask == fast.mask
+
+
+def test_benchmark_counts_a_training_image_as_about_three_forward_passes(tmp_path):
+    row = benchmark(compose_config([], tmp_path / "run"), steps=2, warmup=1, repeats=2)
+    assert row["train_images_per_s"] > 0 and row["ode_image_steps_per_s"] > 0
+    ratio = row["gflop_per_train_image"] / row["gflop_per_ode_step"]
+    assert 2.5 < ratio < 3.5, ratio  # forward + backward (about twice the forward)
+    assert row["train_tflops"] == pytest.approx(row["gflop_per_train_image"] * row["train_images_per_s"] / 1e3)
+    assert row["peak_fraction"] is None  # no known peak on a CPU: left empty, not invented
+    assert row["host_peak_gib"] > 0
+
+
+def test_time_to_reach_is_the_first_round_at_or_above_the_target():
+    curve = [(1.0, 10.0), (5.0, 14.0), (9.0, 13.0), (12.0, 16.0)]
+    assert time_to_reach(curve, 13.5) == 5.0
+    assert time_to_reach(curve, 16.0) == 12.0
+    assert time_to_reach(curve, 17.0) is None
