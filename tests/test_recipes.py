@@ -23,7 +23,9 @@ def test_paper_cifar10_builds_the_papers_network_and_schedule(tmp_path):
     assert run.datamodule.source.n == 5000
 
 
-@pytest.mark.parametrize("recipe", ["fast_cifar10", "paper_sample", "fast_sample", "quality_sample"])
+@pytest.mark.parametrize(
+    "recipe", ["fast_cifar10", "paper_sample", "fast_sample", "quality_sample", "quality_cifar10", "quality_celeba"]
+)
 def test_every_recipe_composes_and_builds(tmp_path, recipe):
     run, _ = build(compose_config([f"experiment={recipe}"], tmp_path / "run", base=QUIET))
     assert run.trainer.max_epochs >= 1
