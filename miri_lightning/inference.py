@@ -35,6 +35,8 @@ class RunFlows:
             net = hydra.utils.instantiate(net_config)
             net.load_state_dict(state)
             self.nets.append(net.to(device).eval())
+        if len(self.nets[0].item_shape) != 3:
+            raise ValueError(f"{run_dir} imputed vectors (a table): its imputed.csv holds the result")
         self.channels, self.image_size = self.nets[0].channels, self.nets[0].image_size
         self.device = torch.device(device)
 

@@ -82,9 +82,10 @@ def run_quality(cfg: DictConfig, say=print) -> tuple[list[dict], Path]:
     samples, elapsed = [], []
     sampling_started = time.perf_counter()
     base = None if flows.init == "noise" else flow.deterministic_fill(x, observed, flows.init)
-    for _ in range(q.samples):
+    for k in range(q.samples):
         samples.append(flows.impute(x, observed, generator, cfg.miri.impute_batch_size, base))
         elapsed.append(time.perf_counter() - sampling_started)
+        say(f"sample {k + 1}/{q.samples} of {len(x)} items through {len(flows.nets)} flow(s): {elapsed[-1]:.1f} s")
     features = None
     if cfg.metrics.fid:
         try:

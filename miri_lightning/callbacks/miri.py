@@ -19,8 +19,9 @@ from miri_lightning.snapshots import prune_snapshots, save_flow, tensor_digest
 
 log = logging.getLogger(__name__)
 
-#: The metrics of the printed line per round, in order (those the data have).
-PRINTED = ("psnr_missing", "psnr_full", "rmse_missing", "mae_missing", "ssim", "mmd", "cluster_share")
+#: The metrics of the printed line per round, in order: for images, and for vectors.
+PRINTED_IMAGES = ("psnr_missing", "psnr_full", "rmse_missing", "ssim", "mmd")
+PRINTED_VECTORS = ("rmse_missing", "mae_missing", "mmd", "cluster_share")
 
 
 class MIRICallback(L.Callback):
@@ -197,7 +198,7 @@ class MIRICallback(L.Callback):
         if store.truth is not None:
             line += " | " + " ".join(
                 f"{k} {record[k]:.2f} dB" if k.startswith("psnr") else f"{k} {record[k]:.4f}"
-                for k in PRINTED
+                for k in (PRINTED_IMAGES if store.imputed.dim() == 4 else PRINTED_VECTORS)
                 if k in record
             )
         else:
