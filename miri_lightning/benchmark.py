@@ -14,8 +14,9 @@ from miri_lightning.data.datamodule import PairBatches
 from miri_lightning.data.store import decode
 from miri_lightning.run import build, check_data
 
-#: Dense bf16 tensor-core peaks (FLOP/s) of the devices we know, by a name fragment.
-BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "RTX 4090": 165e12, "RTX 3090": 71e12}
+#: Dense bf16 tensor-core peaks (FLOP/s, fp32 accumulate) of the devices we know, by a name
+#: fragment, most specific first.
+BF16_PEAK = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12}
 
 
 def device_peak(device: torch.device, precision: str) -> float | None:
@@ -55,14 +56,17 @@ def flops(work: Callable[[], None]) -> int:
 def benchmark(cfg: DictConfig, steps: int = 10, warmup: int = 3, repeats: int = 5) -> dict:
     """One row of figures for the recipe ``cfg``: its model, data, batch sizes, ODE and
     precision settings, on the accelerator the trainer config names (``cuda`` when
-    ``trainer.accelerator`` is gpu/cuda/auto and one is present)."""
+    ``trainer.accelerator`` is gpu/cuda/auto and one is present). The training step is the
+    loss, backward and Adam step (not the EMA update, not logging); the round estimate adds
+    the ODE pass over the whole store."""
     run, _ = build(cfg)
     check_data(run)
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     use_cuda = torch.cuda.is_available() and accelerator in ("gpu", "cuda", "auto")
     device = torch.device("cuda" if use_cuda else "cpu")
     precision = str(cfg.trainer.get("precision", "32-true"))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in precision)
+    half = torch.bfloat16 if "bf16" in precision else torch.float16
+    autocast = torch.autocast(device.type, dtype=half, enabled="16" in precision)
     module, store, miri = run.module.to(device), run.datamodule.store, cfg.miri
     if miri.store_on_device:
         store.to(device)

@@ -98,6 +98,8 @@ def evaluate(
     chosen = snapshots(output_dir)
     chosen = chosen if per_round else chosen[-1:]
     truth = load_truth(output_dir)
+    if truth.dim() != 4:
+        raise ValueError(f"{output_dir} imputed vectors: its round lines and round/* scalars hold RMSE, MAE and MMD")
     if features is None:
         try:
             features = inception_features(fid_weights)

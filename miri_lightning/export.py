@@ -22,6 +22,8 @@ def export_round(output_dir: str | Path, round_index: int | None = None, to: str
         raise ValueError(f"round {round_index} has no snapshot in {output_dir}/imputed (kept: {sorted(kept)})")
     tensors = load_snapshot(kept[round_index])
     imputed, observed = decode(tensors["imputed"]), tensors["observed"]
+    if imputed.dim() != 4:
+        raise ValueError(f"{output_dir} imputed a table: its imputed.csv is the export (original units)")
     to = Path(to) if to is not None else output_dir / "export" / f"round_{round_index:03d}"
     (to / "imputed").mkdir(parents=True, exist_ok=True)
     (to / "masks").mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ def psnr_full(x: Tensor, truth: Tensor) -> Tensor:
 
 def ssim(x: Tensor, truth: Tensor, batch_size: int = 1024) -> Tensor:
     """Mean SSIM of the full images (torchmetrics, Gaussian window 11, data range 1)."""
-    total = torch.zeros((), dtype=torch.float64)
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
     for start in range(0, x.shape[0], batch_size):
         part = structural_similarity_index_measure(
             x[start : start + batch_size], truth[start : start + batch_size], data_range=1.0, reduction="sum"
@@ -63,7 +63,7 @@ def mae_missing(x: Tensor, truth: Tensor, observed: Tensor) -> Tensor:
 
 def ssim_missing(x: Tensor, truth: Tensor, observed: Tensor, batch_size: int = 1024) -> Tensor:
     """SSIM averaged over the missing entries only: the full SSIM map, read where o = 0."""
-    total, count = torch.zeros((), dtype=torch.float64), 0
+    total, count = torch.zeros((), dtype=torch.float64, device=x.device), 0
     for start in range(0, x.shape[0], batch_size):
         part = slice(start, start + batch_size)
         _, ssim_map = structural_similarity_index_measure(

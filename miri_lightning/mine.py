@@ -40,10 +40,12 @@ def mine_estimate(
     (x_i, o_i) against (x_i, o_j) with j shuffled, then evaluate the bound on the whole set."""
     if steps < 1:
         raise ValueError(f"metrics.mine_steps must be at least 1 to estimate, got {steps}")
+    if x.dim() != 4:
+        raise ValueError("metrics.mine_steps: the MINE critic is for images (N, C, H, W); set it to 0 for tables")
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        critic = StatisticsNetwork(x.shape[1])
+        critic = StatisticsNetwork(x.shape[1]).to(x.device)
     optimizer = torch.optim.Adam(critic.parameters(), lr=lr)
     n = x.shape[0]
     for _ in range(steps):

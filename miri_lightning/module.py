@@ -100,6 +100,12 @@ class MIRIModule(L.LightningModule):
             else:
                 self._ema.load_state_dict(self.velocity.state_dict())
             self._ema_steps = 0
+            floats = [
+                (a, c)
+                for a, c in zip(self._ema.state_dict().values(), self.velocity.state_dict().values(), strict=True)
+                if a.is_floating_point()
+            ]
+            self._ema_pairs = ([a for a, _ in floats], [c for _, c in floats])
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self._ema is None:
@@ -107,9 +113,7 @@ class MIRIModule(L.LightningModule):
         decay = min(self.hparams.ema, (1 + self._ema_steps) / (10 + self._ema_steps))
         self._ema_steps += 1
         with torch.no_grad():
-            averaged = [a for a in self._ema.state_dict().values() if a.is_floating_point()]
-            current = [c for c in self.velocity.state_dict().values() if c.is_floating_point()]
-            torch._foreach_lerp_(averaged, current, 1 - decay)
+            torch._foreach_lerp_(*self._ema_pairs, 1 - decay)
 
     def imputer(self) -> torch.nn.Module:
         """The velocity field that re-imputes and is saved as the round's flow: the EMA of

@@ -44,9 +44,7 @@ def compare(
 ) -> list[dict]:
     """Rows of the table. truth, observed: (N, C, H, W); samples: (K, N, C, H, W) MIRI
     imputations; miri_seconds: (time to the first sample, time to all K) in seconds."""
-    unknown = [name for name in baselines if name not in BASELINES]
-    if unknown:
-        raise ValueError(f"quality.baselines: unknown {unknown}, choose from {sorted(BASELINES)}")
+    check_baselines(baselines)
     rows = []
     for name in baselines:
         started = time.perf_counter()
@@ -62,6 +60,23 @@ def compare(
     return rows
 
 
+def check_baselines(baselines) -> None:
+    unknown = [name for name in baselines if name not in BASELINES]
+    if unknown:
+        raise ValueError(f"quality.baselines: unknown {unknown}, choose from {sorted(BASELINES)}")
+
+
+def check_comparable(run) -> None:
+    """Before any training: the quality table needs images with ground truth."""
+    store = run.datamodule.store
+    if store.imputed.dim() != 4:
+        raise ValueError(
+            "scripts/quality.py compares image imputations; for tables the round lines report RMSE, MAE, MMD"
+        )
+    if store.truth is None:
+        raise ValueError("quality needs data with ground truth (a simulated mask): these data come with their own mask")
+
+
 def run_quality(cfg: DictConfig, say=print) -> tuple[list[dict], Path]:
     """Train the recipe ``cfg`` describes (as ``train.py`` would), draw ``quality.samples``
     imputations of its items through every round's flow, and compare with the baselines on
@@ -69,14 +84,16 @@ def run_quality(cfg: DictConfig, say=print) -> tuple[list[dict], Path]:
     q = cfg.quality
     if q.samples < 1:
         raise ValueError(f"quality.samples must be at least 1, got {q.samples}")
+    check_baselines(q.baselines)
     started = time.perf_counter()
-    run = train(cfg)
+    run = train(cfg, check=check_comparable)
     train_seconds = time.perf_counter() - started
+    if not run.trainer.is_global_zero:  # under DDP rank 0 alone samples and writes the table
+        return [], run.output_dir
     store = run.datamodule.store
-    if store.truth is None:
-        raise ValueError("quality needs data with ground truth (a simulated mask): these data come with their own mask")
-    truth, observed = decode(store.truth), store.observed
-    flows = RunFlows(run.output_dir, device=run.module.device)
+    truth, observed = decode(store.truth).cpu(), store.observed.cpu()
+    # the module is back on the CPU after fit: sample on the device the run trained on
+    flows = RunFlows(run.output_dir, device=run.trainer.strategy.root_device)
     generator = torch.Generator().manual_seed(int(q.seed))
     x = torch.where(observed, truth, 0)
     samples, elapsed = [], []

@@ -66,10 +66,10 @@ def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
 
 def remove_run(output_dir: Path) -> None:
     """Delete what a run wrote (``overwrite=true``), leaving Hydra's own files to Hydra."""
-    for pattern in ("*.ckpt", "config.yaml"):
+    for pattern in ("*.ckpt", "config.yaml", "imputed.csv", "quality.csv", "quality.md", "metrics.csv", "metrics.md"):
         for path in output_dir.glob(pattern):
             path.unlink()
-    for folder in ("imputed", "tensorboard"):
+    for folder in ("imputed", "flows", "tensorboard", "export"):
         shutil.rmtree(output_dir / folder, ignore_errors=True)
 
 
@@ -133,7 +133,7 @@ def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
     except InterpolationKeyError as error:  # e.g. a U-Net's ${data.channels} on a table
         raise ValueError(
             f"the model's settings do not fit data={cfg.data.name} ({error}): use model=mlp for tables and points, "
-            "a model=unet* for images"
+            "a model=unet* or paper_cnn for images"
         ) from error
     if "dim" in net_cfg and net_cfg["dim"] is None:  # a vector field sized by the data (data.dim null)
         datamodule.setup("fit")
@@ -205,9 +205,12 @@ def check_data(run: Run) -> None:
         kind = "vectors" if len(shape) == 1 else "images"
         raise ValueError(
             f"the data are {kind} of shape {shape} but model={type(net).__name__} takes items of shape "
-            f"{net.item_shape}: use model=mlp for tables and points, a model=unet* for images"
+            f"{net.item_shape}: use model=mlp for tables and points, a model=unet* or paper_cnn for images"
         )
     if len(shape) == 1:
+        metrics = run.miri
+        if metrics.mine_steps or metrics.fid_weights is not False:
+            raise ValueError("metrics.mine_steps and metrics.fid are for images: set them to 0 and false for tables")
         if shape != net.item_shape:
             raise ValueError(
                 f"the data have {shape[0]} columns but model.dim={net.item_shape[0]}: leave model.dim null"
@@ -224,8 +227,12 @@ def check_data(run: Run) -> None:
         )
 
 
-def train(cfg: DictConfig, source=None) -> Run:
+def train(cfg: DictConfig, source=None, check=None) -> Run:
+    """Build, check the data against the model (and with ``check(run)``, anything else that
+    must hold before the first step), train."""
     run, ckpt_path = build(cfg, source)
     check_data(run)
+    if check is not None:
+        check(run)
     run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path, weights_only=True)
     return run

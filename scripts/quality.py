@@ -20,6 +20,8 @@ CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 def main(cfg: DictConfig) -> None:
     def work() -> None:
         rows, output_dir = run_quality(cfg)
+        if not rows:  # a DDP rank other than 0
+            return
         print(markdown(rows))
         print(f"\nwritten: {output_dir / 'quality.csv'}")
 

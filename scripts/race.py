@@ -25,7 +25,9 @@ def main(cfg: DictConfig) -> None:
     def work() -> None:
         curves = {}
         for name in (cfg.a, cfg.b):
-            run_cfg = hydra.compose("train", overrides=[f"experiment={name}", *cfg.overrides])
+            # a fresh run directory of its own, so that a second race starts afresh too
+            fresh = [f"output_dir=checkpoints/race/{name}", "overwrite=true"]
+            run_cfg = hydra.compose("train", overrides=[f"experiment={name}", *fresh, *cfg.overrides])
             started = time.perf_counter()
             run = train(run_cfg)
             curves[name] = race(name, run.miri.history, started)

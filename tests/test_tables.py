@@ -121,6 +121,16 @@ def test_csv_without_blanks_is_ground_truth_for_a_simulated_mask(tmp_path):
     run = train(cfg)
     record = run.miri.history[-1]
     assert record["rmse_missing"] < run.miri.history[0]["rmse_missing"]  # better than the N(0, 1) fill
+    # imputed.csv shows the imputations at the simulated holes, the data elsewhere
+    with open(run.output_dir / "imputed.csv") as f:
+        out = list(csv.reader(f))[1:]
+    observed = run.datamodule.store.observed
+    for i, (before, after) in enumerate(zip(rows[1:], out, strict=True)):
+        for k in range(3):
+            if k == 0 or observed[i, k - 1]:  # column 0 (names) passes through
+                assert after[k] == before[k]
+            else:
+                assert after[k] != before[k]
 
 
 def test_csv_bad_input_is_named(tmp_path):
@@ -143,6 +153,11 @@ def test_csv_bad_input_is_named(tmp_path):
         load([["a", "b"], ["x", "y"], ["z", ""]])
     with pytest.raises(ValueError, match="does not exist"):
         CsvSource(str(tmp_path / "absent.csv")).load()
+    (tmp_path / "latin.csv").write_bytes("a,b\n1,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="latin.csv is not UTF-8"):
+        CsvSource(str(tmp_path / "latin.csv")).load()
+    with pytest.raises(ValueError, match=r"column 'b' is numeric but line 5 holds 'x'"):  # blank lines counted
+        load([header, ["1", "2", "3"], [], ["2", "3", "4"], ["3", "x", "5"], ["4", "5", "6"], ["5", "6", "7"]])
 
     # a constant column is set aside (warned, filled with its value); a row with nothing
     # observed is imputed (warned, with its line)
@@ -169,6 +184,27 @@ def test_constant_column_and_empty_row_come_back_filled(tmp_path):
         out = list(csv.reader(f))
     assert all(row[1] == "7" for row in out[1:])
     assert all(np.isfinite(float(cell)) for cell in out[10])
+
+
+def test_npy_table_comes_back_exactly_with_its_holes_filled(tmp_path):
+    from miri_lightning.data.table import read_table, write_table
+
+    values = np.random.default_rng(0).normal(size=(30, 3)) * [1, 1000, 1e-3]
+    values[::4, 1] = np.nan
+    np.save(tmp_path / "t.npy", values)
+    table = read_table(tmp_path / "t.npy")
+    observed = torch.from_numpy(~np.isnan(values))
+    imputed = torch.zeros(30, 3)  # standardised zeros: the column means
+    write_table(tmp_path / "out.csv", table, imputed, observed, np.array([0.0, 5.0, 0.0]), np.ones(3))
+    out = np.loadtxt(tmp_path / "out.csv", delimiter=",", skiprows=1)
+    kept = ~np.isnan(values)
+    assert np.array_equal(out[kept], values[kept])  # bit for bit
+    assert np.all(out[~kept] == 5.0)
+    all_missing = values.copy()
+    all_missing[:, 2] = np.nan
+    np.save(tmp_path / "bad.npy", all_missing)
+    with pytest.raises(ValueError, match="column 'column_3' has no value at all"):
+        read_table(tmp_path / "bad.npy")
 
 
 def test_image_model_on_vectors_is_refused_with_advice(tmp_path):

@@ -100,7 +100,7 @@ class MIRIDataModule(L.LightningDataModule):
             save_snapshot(self.output_dir, round_index, imputed, self.store.observed)
             export = getattr(self.source, "export", None)  # tables: the imputed CSV, original units
             if export is not None:
-                export(imputed, self.output_dir)
+                export(imputed, self.store.observed, self.output_dir)
 
     def state_dict(self) -> dict:
         store = self.store

@@ -232,13 +232,13 @@ class CsvSource:
         self.table, self.stats = table, (mean, std)
         if bool(observed.all()):
             return LoadedImages(values, None, clamp=None)
-        warn_empty_rows(observed, str(self.path))
+        warn_empty_rows(observed, table.lines, str(self.path))
         return LoadedImages(values, observed, clamp=None)
 
-    def export(self, imputed: Tensor, output_dir: Path) -> Path:
+    def export(self, imputed: Tensor, observed: Tensor, output_dir: Path) -> Path:
         """``imputed.csv``: the table with its missing numeric cells filled, original units."""
         path = Path(output_dir) / "imputed.csv"
-        write_table(path, self.table, imputed, *self.stats)
+        write_table(path, self.table, imputed, observed, *self.stats)
         return path
 
 

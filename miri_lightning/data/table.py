@@ -28,16 +28,18 @@ class Table:
     columns: list[str]
     header: list[str]
     text: dict[str, list[str]] = field(default_factory=dict)
-    cells: list[list[str]] | None = None
+    cells: list[list[str]] = field(default_factory=list)
     constant: dict[str, tuple[list[str], str]] = field(default_factory=dict)
+    #: each row's line in the file (for messages)
+    lines: list[int] = field(default_factory=list)
 
     def rows(self, keep: list[int]) -> None:
         """Keep only the rows ``keep`` (a subset, in order)."""
         self.numeric = self.numeric[keep]
         self.text = {name: [cells[i] for i in keep] for name, cells in self.text.items()}
         self.constant = {name: ([cells[i] for i in keep], v) for name, (cells, v) in self.constant.items()}
-        if self.cells is not None:
-            self.cells = [self.cells[i] for i in keep]
+        self.cells = [self.cells[i] for i in keep]
+        self.lines = [self.lines[i] for i in keep]
 
     def set_aside_constant_columns(self) -> None:
         """Move the numeric columns whose observed entries all hold one value to ``constant``
@@ -53,14 +55,13 @@ class Table:
             raise ValueError(f"every numeric column of the table is constant ({names}): there is nothing to impute")
         warnings.warn(f"constant column(s) {names}: their missing cells get that constant", stacklevel=2)
         for k in constant:
-            cells = [row[k] for row in self.cells] if self.cells is not None else [repr(low[k])] * len(self.numeric)
+            cells = [row[k] for row in self.cells]
             value = next(c.strip() for c, o in zip(cells, observed[:, k], strict=True) if o)
             self.constant[self.columns[k]] = (cells, value)
         keep = [k for k in range(len(self.columns)) if k not in constant]
         self.numeric = self.numeric[:, keep]
         self.columns = [self.columns[k] for k in keep]
-        if self.cells is not None:
-            self.cells = [[row[k] for k in keep] for row in self.cells]
+        self.cells = [[row[k] for k in keep] for row in self.cells]
 
 
 def _number(cell: str) -> float | None:
@@ -86,35 +87,22 @@ def read_table(path: str | Path) -> Table:
     if not path.is_file():
         raise ValueError(f"data.path={path} does not exist: give a .csv, .tsv or .npy table")
     if path.suffix == ".npy":
-        array = np.load(path, allow_pickle=False)
-        if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
-            raise ValueError(
-                f"data.path {path} holds a {array.dtype} array of shape {array.shape}: need (N, d) numbers"
-            )
-        header = [f"column_{k + 1}" for k in range(array.shape[1])]
-        return Table(array.astype(np.float64), header, header)
-    text = path.read_text(encoding="utf-8-sig")
-    try:
-        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel_tab if path.suffix == ".tsv" else csv.excel
-    rows = [row for row in csv.reader(io.StringIO(text), dialect) if row]
-    if len(rows) < 2:
-        raise ValueError(f"data.path {path} needs a header row and at least one row of values")
-    header, body = [name.strip() for name in rows[0]], rows[1:]
+        header, body, lines = _read_npy(path)
+    else:
+        header, body, lines = _read_csv(path)
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise ValueError(f"data.path {path}: the header names column(s) {repeated} more than once; rename them")
     if all(_number(name) is not None and name.strip() for name in header):
         raise ValueError(f"data.path {path}: the first row must name the columns (a header); it holds numbers")
-    for line, row in enumerate(body, start=2):
+    for line, row in zip(lines, body, strict=True):
         if len(row) != len(header):
             raise ValueError(f"data.path {path}, line {line}: {len(row)} cells, but the header names {len(header)}")
     numeric, names, text_columns, cells = [], [], {}, []
     for k, name in enumerate(header):
         column = [row[k] for row in body]
         values = [_number(cell) for cell in column]
-        bad = [(line, cell) for line, (cell, v) in enumerate(zip(column, values, strict=True), start=2) if v is None]
+        bad = [(line, cell) for line, cell, v in zip(lines, column, values, strict=True) if v is None]
         filled = sum(1 for v in values if v is None or not math.isnan(v))
         if not bad:
             if all(math.isnan(v) for v in values):
@@ -135,9 +123,42 @@ def read_table(path: str | Path) -> Table:
             )
     if not names:
         raise ValueError(f"data.path {path} has no numeric column to impute (columns: {header})")
-    return Table(
-        np.array(numeric, dtype=np.float64).T, names, header, text_columns, [list(c) for c in zip(*cells, strict=True)]
-    )
+    rows = [list(c) for c in zip(*cells, strict=True)]
+    return Table(np.array(numeric, dtype=np.float64).T, names, header, text_columns, rows, lines=lines)
+
+
+def _read_npy(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """An (N, d) array as a table of text cells (exact reprs, NaN blank), named column_1..d."""
+    array = np.load(path, allow_pickle=False)
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
+        raise ValueError(f"data.path {path} holds a {array.dtype} array of shape {array.shape}: need (N, d) numbers")
+    body = [["" if np.isnan(v) else repr(float(v)) for v in row] for row in array.astype(np.float64)]
+    return [f"column_{k + 1}" for k in range(array.shape[1])], body, [i + 1 for i in range(len(body))]
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, rows of cells and each row's line in the file (blank lines skipped, except as
+    a blank cell of a one-column table)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"data.path {path} is not UTF-8 text ({error}): save the table as UTF-8 CSV") from error
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel_tab if path.suffix == ".tsv" else csv.excel
+    reader = csv.reader(io.StringIO(text), dialect)
+    try:
+        numbered = [(reader.line_num, row) for row in reader]
+    except csv.Error as error:
+        raise ValueError(f"data.path {path}, line {reader.line_num}: {error}") from error
+    if not numbered:
+        raise ValueError(f"data.path {path} needs a header row and at least one row of values")
+    header = [name.strip() for name in numbered[0][1]]
+    body = [(line, row or [""]) for line, row in numbered[1:] if row or len(header) == 1]
+    if not body:
+        raise ValueError(f"data.path {path} needs a header row and at least one row of values")
+    return header, [row for _, row in body], [line for line, _ in body]
 
 
 def standardise(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -151,11 +172,12 @@ def standardise(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return (values - mean) / std, mean, std
 
 
-def warn_empty_rows(observed: Tensor, what: str) -> None:
-    """Rows with no observed entry are imputed from the marginal alone: say how many."""
-    empty = (~observed.bool()).all(1).nonzero().flatten()
-    if len(empty):
-        first = ", ".join(str(i + 2) for i in empty[:5].tolist())  # CSV line numbers (header is line 1)
+def warn_empty_rows(observed: Tensor, lines: list[int], what: str) -> None:
+    """Rows with no observed entry are imputed from the marginal alone: say how many, and
+    the first ones' lines in the file."""
+    empty = (~observed.bool()).all(1).nonzero().flatten().tolist()
+    if empty:
+        first = ", ".join(str(lines[i]) for i in empty[:5])
         warnings.warn(
             f"{what}: {len(empty)} row(s) have no observed value (first at line(s) {first}); they are imputed "
             "from the other rows alone",
@@ -163,11 +185,13 @@ def warn_empty_rows(observed: Tensor, what: str) -> None:
         )
 
 
-def write_table(path: Path, table: Table, imputed: Tensor, mean: np.ndarray, std: np.ndarray) -> None:
-    """The table with its numeric missing cells imputed (original units; observed cells as
-    they were written), text columns as they were; written to a temp file, then renamed."""
+def write_table(path: Path, table: Table, imputed: Tensor, observed: Tensor, mean: np.ndarray, std: np.ndarray) -> None:
+    """The table with the numeric cells that were missing (``observed`` False: blanks, or a
+    simulated mask) imputed in original units; observed cells and text columns exactly as
+    they were written; a constant column's blanks get its value. Written to a temp file,
+    then renamed."""
     values = imputed.detach().cpu().double().numpy() * std + mean
-    missing = np.isnan(table.numeric)
+    missing = ~observed.detach().cpu().numpy()
     index = {name: k for k, name in enumerate(table.columns)}
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
@@ -178,18 +202,12 @@ def write_table(path: Path, table: Table, imputed: Tensor, mean: np.ndarray, std
             for name in table.header:
                 if name in table.text:
                     row.append(table.text[name][i])
-                    continue
-                if name in table.constant:
+                elif name in table.constant:
                     cells, value = table.constant[name]
-                    row.append(
-                        value if _number(cells[i]) is None or math.isnan(_number(cells[i])) else cells[i].strip()
-                    )
-                    continue
-                k = index[name]
-                if missing[i, k]:
-                    row.append(f"{values[i, k]:.6g}")
+                    row.append(value if math.isnan(_number(cells[i])) else cells[i].strip())
                 else:
-                    row.append(table.cells[i][k].strip() if table.cells is not None else repr(float(values[i, k])))
+                    k = index[name]
+                    row.append(f"{values[i, k]:.10g}" if missing[i, k] else table.cells[i][k].strip())
             writer.writerow(row)
     tmp.replace(path)
 
