@@ -93,3 +93,16 @@ def test_data_without_missing_entries_are_refused():
     dm = MIRIDataModule(FixedSource(values, torch.ones_like(values, dtype=torch.bool)), GivenMask(), 2, 1)
     with pytest.raises(ValueError, match="no missing entries"):
         dm.setup("fit")
+
+
+def test_noise_fill_is_independent_of_a_mask_drawn_with_the_same_seed():
+    """Seeded alike, mask and fill once replayed the same uniforms: with channel masks every
+    missing entry's U[0, 1] fill was the very draw that made it missing (< rate)."""
+    from miri_lightning.data.sources import LoadedImages
+    from miri_lightning.data.store import build_store
+    from miri_lightning.masks import MCARMask
+
+    values = torch.full((200, 3, 8, 8), 128, dtype=torch.uint8)
+    store = build_store(LoadedImages(values), MCARMask(0.6, "channel", seed=0), "noise", seed=0)
+    fill = store.imputed[~store.observed]
+    assert abs(fill.mean().item() - 0.5) < 0.01 and fill.max() > 0.95

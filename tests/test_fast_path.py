@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from miri_lightning import flow
-from miri_lightning.data.store import decode
+from miri_lightning.data.store import decode, fill_seed
 from miri_lightning.run import train
 
 SWITCHES = {
@@ -41,6 +41,6 @@ def test_switch_keeps_observed_entries_and_imputes_like_the_plain_path(plain, ti
     difference = (imputed - reference["imputed"])[~observed].abs().mean().item()
     assert difference <= tolerance, difference
     # the round moved the imputation from its initial fill far more than the switch changes it
-    initial = flow.initial_fill(decode(store.truth), observed, "noise", torch.Generator().manual_seed(0))
+    initial = flow.initial_fill(decode(store.truth), observed, "noise", torch.Generator().manual_seed(fill_seed(0)))
     moved = (reference["imputed"] - initial)[~observed].abs().mean().item()
     assert moved > 5 * difference, (moved, difference)

@@ -65,6 +65,11 @@ class Store:
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def fill_seed(seed: int) -> int:
+    """The seed of the round-0 fill's draws, distinct from ``seed`` (which masks also use)."""
+    return (seed * 1_000_003 + 0x5EED) % (2**63)
+
+
 def build_store(
     loaded: LoadedImages,
     mask,
@@ -95,7 +100,10 @@ def build_store(
             torch.where(observed[k : k + CHUNK], decode(values[k : k + CHUNK]), 0).sum(dims) for k in range(0, n, CHUNK)
         )
         channel_mean = sums / observed.sum(dims).clamp_min(1)
-    generator = torch.Generator().manual_seed(seed)
+    # a stream of its own: seeded with `seed` itself, the fill would replay the draws of a mask
+    # with the same seed (for channel masks the U[0, 1] fill of a missing entry would be the very
+    # uniform that made it missing, hence < rate)
+    generator = torch.Generator().manual_seed(fill_seed(seed))
     imputed = torch.empty(values.shape, dtype=STORE_DTYPES[dtype])
     for k in range(0, n, CHUNK):
         part = flow.initial_fill(
