@@ -1,6 +1,7 @@
 """The LightningModule: the velocity field, its optimiser and the MIRI training step."""
 
 import copy
+import math
 
 import hydra
 import lightning as L
@@ -9,6 +10,22 @@ from torch import Tensor
 
 from miri_lightning import flow
 from miri_lightning.data.datamodule import round_seed
+
+SCHEDULES = ("constant", "cosine")
+
+
+def cosine_lr(lr: float, step: int, steps: int) -> float:
+    """The cosine schedule's lr at ``step`` of ``steps``: from ``lr`` at step 0 towards 0."""
+    return lr * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
+
+
+def mirror(items: tuple[Tensor, ...], generator: torch.Generator | None) -> tuple[Tensor, ...]:
+    """The same random left-right mirroring (probability 1/2 per item) applied to each of
+    ``items`` (B, ..., W) (e.g. images and their masks); one draw per item."""
+    first = items[0]
+    flipped = torch.rand(first.shape[0], device=first.device, generator=generator) < 0.5
+    flipped = flipped.view(-1, *([1] * (first.dim() - 1)))
+    return tuple(torch.where(flipped, x.flip(-1), x) for x in items)
 
 
 class MIRIModule(L.LightningModule):
@@ -24,7 +41,10 @@ class MIRIModule(L.LightningModule):
     weights every round, with the warm-up decay min(ema, (1 + k) / (10 + k)) at step k.
     compile: run the velocity field through ``torch.compile`` (the module and its state dict
     stay uncompiled: checkpoints load without it); channels_last: image nets and batches in
-    channels-last memory layout (faster convolutions on GPUs).
+    channels-last memory layout (faster convolutions on GPUs); schedule: ``constant`` lr, or
+    ``cosine``: the lr decays from ``lr`` towards 0 over each round's steps and restarts with
+    the next round; flip: mirror images left-right at random in training (the source with
+    its mask, the partner on its own draw), for data whose distribution is mirror-symmetric.
     """
 
     def __init__(
@@ -37,12 +57,16 @@ class MIRIModule(L.LightningModule):
         ema: float = 0.0,
         compile: bool = False,
         channels_last: bool = False,
+        schedule: str = "constant",
+        flip: bool = False,
     ):
         super().__init__()
         if lr <= 0:
             raise ValueError(f"optim.lr must be positive, got {lr}")
         if not 0 <= ema < 1:
             raise ValueError(f"miri.ema must be in [0, 1) (0: no EMA), got {ema}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {schedule!r}")
         self.save_hyperparameters()
         self.velocity = hydra.utils.instantiate(net)
         self._times: torch.Generator | None = None  # the draws of t, seeded per round and rank
@@ -70,6 +94,9 @@ class MIRIModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         source, observed, partner = (self.layout(x) for x in batch)
         t = torch.rand(source.shape[0], device=source.device, generator=self._times)
+        if self.hparams.flip:
+            source, observed = mirror((source, observed), self._times)
+            (partner,) = mirror((partner,), self._times)
         field = self._compiled if self._compiled is not None else self.velocity
         loss = flow.miri_loss(field, source, partner, observed, t)
         if not torch.isfinite(loss):
@@ -80,6 +107,13 @@ class MIRIModule(L.LightningModule):
             )
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if self.hparams.schedule == "cosine":
+            lr = cosine_lr(self.hparams.lr, batch_idx, self.trainer.num_training_batches)
+            for optimizer in self.trainer.optimizers:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
 
     def on_train_start(self) -> None:
         for optimizer in self.trainer.optimizers:

@@ -147,6 +147,8 @@ def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
         ema=miri.ema,
         compile=miri.compile,
         channels_last=miri.channels_last,
+        schedule=cfg.optim.schedule,
+        flip=miri.flip,
     )
     if miri.rounds < 1:
         raise ValueError(f"miri.rounds must be at least 1, got {miri.rounds}")
@@ -208,6 +210,8 @@ def check_data(run: Run) -> None:
             f"{net.item_shape}: use model=mlp for tables and points, a model=unet* or paper_cnn for images"
         )
     if len(shape) == 1:
+        if run.module.hparams.flip:
+            raise ValueError("miri.flip mirrors images: set it to false for tables and points")
         metrics = run.miri
         if metrics.mine_steps or metrics.fid_weights is not False:
             raise ValueError("metrics.mine_steps and metrics.fid are for images: set them to 0 and false for tables")

@@ -1,6 +1,8 @@
 """Each fast-path switch keeps MIRI's invariants and imputes like the plain path (compile on
 the CPU takes ~2 minutes: ``pytest -m slow``)."""
 
+import itertools
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -44,3 +46,44 @@ def test_switch_keeps_observed_entries_and_imputes_like_the_plain_path(plain, ti
     initial = flow.initial_fill(decode(store.truth), observed, "noise", torch.Generator().manual_seed(fill_seed(0)))
     moved = (reference["imputed"] - initial)[~observed].abs().mean().item()
     assert moved > 5 * difference, (moved, difference)
+
+
+def test_cosine_schedule_decays_within_each_round_and_restarts(tiny_config):
+    from lightning import Callback
+
+    from miri_lightning.run import build
+
+    class RecordLr(Callback):
+        def __init__(self):
+            self.lrs = []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.lrs.append((trainer.current_epoch, trainer.optimizers[0].param_groups[0]["lr"]))
+
+    run, _ = build(tiny_config("optim.schedule=cosine", "optim.lr=0.002", "miri.steps_per_round=8"))
+    record = RecordLr()
+    run.trainer.callbacks.append(record)
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    for round_index in (0, 1):
+        lrs = [lr for epoch, lr in record.lrs if epoch == round_index]
+        assert len(lrs) == 8
+        assert lrs[0] == pytest.approx(0.002)  # every round starts at optim.lr
+        assert all(a > b for a, b in itertools.pairwise(lrs)), lrs
+        assert lrs[-1] < 0.002 * 0.05
+
+
+def test_mirroring_flips_images_with_their_masks_and_keeps_observed_entries(tiny_config):
+    from miri_lightning.module import mirror
+
+    x = torch.rand(64, 3, 8, 8)
+    mask = x > 0.5
+    flipped, flipped_mask = mirror((x, mask), torch.Generator().manual_seed(0))
+    assert torch.equal(flipped_mask, flipped > 0.5)  # one draw per item, shared by image and mask
+    mirrored = torch.tensor([torch.equal(a, b.flip(-1)) for a, b in zip(flipped, x, strict=True)])
+    assert 16 < mirrored.sum() < 48
+    assert all(torch.equal(a, b) for a, b, m in zip(flipped, x, mirrored, strict=True) if not m)
+
+    run = train(tiny_config("miri.rounds=1", "miri.flip=true"))
+    imputed = load_file(run.output_dir / "imputed" / "round_001.safetensors")
+    truth = decode(run.datamodule.store.truth)
+    assert torch.equal(imputed["imputed"][imputed["observed"]], truth[imputed["observed"]])

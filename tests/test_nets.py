@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from miri_lightning.flow import harmonic_fill
 from miri_lightning.nets import ConditionalUNet
 
 
@@ -9,10 +10,11 @@ def tiny_unet(channels=3, image_size=16, **kwargs):
     return ConditionalUNet(channels, image_size, **kwargs)
 
 
+@pytest.mark.parametrize("interp_inputs", [False, True])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_velocity_is_zero_on_observed_entries_and_not_elsewhere(channels):
+def test_velocity_is_zero_on_observed_entries_and_not_elsewhere(channels, interp_inputs):
     torch.manual_seed(0)
-    net = tiny_unet(channels)
+    net = tiny_unet(channels, interp_inputs=interp_inputs)
     a = torch.rand(4, channels, 16, 16)
     o = torch.rand(4, channels, 16, 16) > 0.5
     v = net(a, torch.rand_like(a), o, torch.rand(4))
@@ -44,6 +46,22 @@ def test_views_and_mask_all_reach_the_network():
     o2 = o.clone()
     o2[0, 0, 0, :4] = ~o2[0, 0, 0, :4]
     assert not torch.equal(base[~o2 & ~o], net(a, b, o2, t)[~o2 & ~o])
+
+
+def test_interp_inputs_give_the_unet_each_views_harmonic_interpolation():
+    torch.manual_seed(0)
+    net = tiny_unet(interp_inputs=True).eval()
+    seen = []
+    net.unet.conv_in.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    a, b = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    o = torch.rand(2, 3, 16, 16) > 0.6
+    net(a, b, o, torch.full((2,), 0.5))
+    (h,) = seen
+    assert h.shape[1] == 5 * 3
+    assert torch.allclose(h[:, 9:12], harmonic_fill(a, o) * 2 - 1)
+    assert torch.allclose(h[:, 12:15], harmonic_fill(b, o) * 2 - 1)
+    # the interpolation of b's observed entries differs from a's: the partner is seen through o
+    assert not torch.allclose(h[:, 9:12], h[:, 12:15])
 
 
 def test_image_size_the_unet_cannot_take_is_refused_with_the_setting_named():

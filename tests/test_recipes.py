@@ -31,6 +31,15 @@ def test_every_recipe_composes_and_builds(tmp_path, recipe):
     assert run.trainer.max_epochs >= 1
 
 
+def test_paper_sample_builds_the_half_width_paper_network_and_lets_another_model_in(tmp_path):
+    run, _ = build(compose_config(["experiment=paper_sample"], tmp_path / "a", base=QUIET))
+    convs = [m for m in run.module.velocity.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert {c.out_channels for c in convs[:-1]} == {32} and len(convs) == 2 + 2 * 4
+    assert run.module.hparams.reinit and run.module.hparams.lr == 0.01
+    swapped, _ = build(compose_config(["experiment=paper_sample", "model=unet_small"], tmp_path / "b", base=QUIET))
+    assert not isinstance(swapped.module.velocity, ResidualCNN)
+
+
 def test_paper_and_fast_sample_share_data_and_masks(tmp_path):
     paper = compose_config(["experiment=paper_sample"], tmp_path / "a", base=QUIET)
     fast = compose_config(["experiment=fast_sample"], tmp_path / "b", base=QUIET)

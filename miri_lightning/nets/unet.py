@@ -6,6 +6,8 @@ import torch
 from diffusers import UNet2DModel
 from torch import Tensor, nn
 
+from miri_lightning.flow import harmonic_fill
+
 #: UNet2DModel's positional time embedding expects diffusion timesteps in [0, 1000].
 TIME_SCALE = 1000.0
 
@@ -17,6 +19,10 @@ class ConditionalUNet(nn.Module):
     [-1, 1]) and the time as a float tensor scaled to its 0..1000 range; its output is
     multiplied by (1 - o), so the velocity is exactly zero on observed entries.
     ``attention[i]`` puts self-attention in level i; ``block_out_channels[i]`` is its width.
+    ``interp_inputs``: the U-Net also sees the harmonic interpolation of each view's observed
+    entries (:func:`miri_lightning.flow.harmonic_fill`, 2C more channels). They are functions
+    of its other inputs, so the velocity field it should learn is the same; it starts from a
+    smooth guess of both images instead of having to interpolate scattered pixels itself.
     """
 
     def __init__(
@@ -29,6 +35,7 @@ class ConditionalUNet(nn.Module):
         mid_attention: bool = True,
         norm_num_groups: int = 8,
         attention_head_dim: int = 8,
+        interp_inputs: bool = False,
     ):
         super().__init__()
         widths, attention = list(block_out_channels), list(attention)
@@ -49,9 +56,10 @@ class ConditionalUNet(nn.Module):
                 f"multiple of {factor}; change data.image_size or model.block_out_channels"
             )
         self.channels, self.image_size = int(channels), int(image_size)
+        self.interp_inputs = bool(interp_inputs)
         self.unet = UNet2DModel(
             sample_size=image_size,
-            in_channels=3 * channels,
+            in_channels=(5 if interp_inputs else 3) * channels,
             out_channels=channels,
             block_out_channels=tuple(widths),
             down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention),
@@ -71,6 +79,10 @@ class ConditionalUNet(nn.Module):
         if a.shape[1:] != expected:
             raise ValueError(f"the velocity field was built for images of shape {expected}, got {tuple(a.shape[1:])}")
         o = observed.to(a.dtype)
-        h = torch.cat([a, b, o], dim=1) * 2 - 1
+        inputs = [a, b, o]
+        if self.interp_inputs:
+            smooth_a = harmonic_fill(a, observed)
+            inputs += [smooth_a, smooth_a if b is a else harmonic_fill(b, observed)]  # the ODE passes a = b
+        h = torch.cat(inputs, dim=1) * 2 - 1
         v = self.unet(h, t.to(a.dtype) * TIME_SCALE).sample
         return v * (1 - o)
