@@ -158,6 +158,23 @@ def test_harmonic_fill_recovers_a_linear_ramp_and_keeps_observed_entries():
     assert torch.all(filled[1, 0] == 0.5) and torch.equal(filled[1, 1][o[1, 1]], ramp[1, 1][o[1, 1]])
 
 
+@pytest.mark.parametrize("level", ["pixel", "channel"])
+def test_curvature_fill_is_scikit_images_biharmonic_inpainting_batched(level):
+    from miri_lightning.baselines import biharmonic_fill
+    from miri_lightning.data.sample import sample_images
+    from miri_lightning.masks import MCARMask
+    from miri_lightning.metrics import psnr_missing
+
+    x = sample_images(40).float()
+    x = x / 255 if x.max() > 1 else x
+    o = MCARMask(0.6, level)(x.shape)
+    reference = biharmonic_fill(torch.where(o, x, 0), o)
+    filled = flow.curvature_fill(torch.where(o, x, 0), o, iterations=25)
+    assert torch.equal(filled[o], x[o])
+    assert psnr_missing(filled, reference, o) > 45  # the same interpolation (to ~0.005 in [0, 1])
+    assert psnr_missing(filled, x, o) > psnr_missing(flow.harmonic_fill(x, o), x, o) + 0.5
+
+
 def test_interp_fill_with_noise_gives_distinct_draws_around_the_interpolation():
     g = torch.Generator().manual_seed(1)
     x = torch.rand(20, 3, 8, 8, generator=g) * 0.5 + 0.25

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from miri_lightning.flow import harmonic_fill
+from miri_lightning.flow import curvature_fill, harmonic_fill
 from miri_lightning.nets import ConditionalUNet
 
 
@@ -10,7 +10,7 @@ def tiny_unet(channels=3, image_size=16, **kwargs):
     return ConditionalUNet(channels, image_size, **kwargs)
 
 
-@pytest.mark.parametrize("interp_inputs", [False, True])
+@pytest.mark.parametrize("interp_inputs", ["none", "harmonic", "biharmonic"])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_velocity_is_zero_on_observed_entries_and_not_elsewhere(channels, interp_inputs):
     torch.manual_seed(0)
@@ -48,9 +48,13 @@ def test_views_and_mask_all_reach_the_network():
     assert not torch.equal(base[~o2 & ~o], net(a, b, o2, t)[~o2 & ~o])
 
 
-def test_interp_inputs_give_the_unet_each_views_harmonic_interpolation():
+@pytest.mark.parametrize(
+    ("interp_inputs", "interpolate"),
+    [("harmonic", harmonic_fill), ("biharmonic", lambda x, o: curvature_fill(x, o, iterations=10))],
+)
+def test_interp_inputs_give_the_unet_each_views_interpolation(interp_inputs, interpolate):
     torch.manual_seed(0)
-    net = tiny_unet(interp_inputs=True).eval()
+    net = tiny_unet(interp_inputs=interp_inputs).eval()
     seen = []
     net.unet.conv_in.register_forward_hook(lambda module, args, out: seen.append(args[0]))
     a, b = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
@@ -58,10 +62,15 @@ def test_interp_inputs_give_the_unet_each_views_harmonic_interpolation():
     net(a, b, o, torch.full((2,), 0.5))
     (h,) = seen
     assert h.shape[1] == 5 * 3
-    assert torch.allclose(h[:, 9:12], harmonic_fill(a, o) * 2 - 1)
-    assert torch.allclose(h[:, 12:15], harmonic_fill(b, o) * 2 - 1)
+    assert torch.allclose(h[:, 9:12], interpolate(a, o) * 2 - 1)
+    assert torch.allclose(h[:, 12:15], interpolate(b, o) * 2 - 1)
     # the interpolation of b's observed entries differs from a's: the partner is seen through o
     assert not torch.allclose(h[:, 9:12], h[:, 12:15])
+
+
+def test_unknown_interp_inputs_are_refused_with_the_setting_named():
+    with pytest.raises(ValueError, match="model.interp_inputs"):
+        tiny_unet(interp_inputs="bicubic")
 
 
 def test_image_size_the_unet_cannot_take_is_refused_with_the_setting_named():

@@ -6,7 +6,14 @@ import torch
 from diffusers import UNet2DModel
 from torch import Tensor, nn
 
-from miri_lightning.flow import harmonic_fill
+from miri_lightning.flow import curvature_fill, harmonic_fill
+
+#: Interpolations of a view's observed entries the U-Net can see besides the views.
+INTERP_INPUTS = {
+    "none": None,
+    "harmonic": harmonic_fill,
+    "biharmonic": lambda x, observed: curvature_fill(x, observed, iterations=10),
+}
 
 #: UNet2DModel's positional time embedding expects diffusion timesteps in [0, 1000].
 TIME_SCALE = 1000.0
@@ -19,10 +26,11 @@ class ConditionalUNet(nn.Module):
     [-1, 1]) and the time as a float tensor scaled to its 0..1000 range; its output is
     multiplied by (1 - o), so the velocity is exactly zero on observed entries.
     ``attention[i]`` puts self-attention in level i; ``block_out_channels[i]`` is its width.
-    ``interp_inputs``: the U-Net also sees the harmonic interpolation of each view's observed
-    entries (:func:`miri_lightning.flow.harmonic_fill`, 2C more channels). They are functions
-    of its other inputs, so the velocity field it should learn is the same; it starts from a
-    smooth guess of both images instead of having to interpolate scattered pixels itself.
+    ``interp_inputs``: ``harmonic`` or ``biharmonic``: the U-Net also sees that interpolation
+    of each view's observed entries (:func:`~miri_lightning.flow.harmonic_fill`,
+    :func:`~miri_lightning.flow.curvature_fill`; 2C more channels); ``none``: not. They are
+    functions of its other inputs, so the velocity field it should learn is the same; it starts
+    from a good guess of both images instead of having to interpolate scattered pixels itself.
     """
 
     def __init__(
@@ -35,7 +43,7 @@ class ConditionalUNet(nn.Module):
         mid_attention: bool = True,
         norm_num_groups: int = 8,
         attention_head_dim: int = 8,
-        interp_inputs: bool = False,
+        interp_inputs: str = "none",
     ):
         super().__init__()
         widths, attention = list(block_out_channels), list(attention)
@@ -56,10 +64,12 @@ class ConditionalUNet(nn.Module):
                 f"multiple of {factor}; change data.image_size or model.block_out_channels"
             )
         self.channels, self.image_size = int(channels), int(image_size)
-        self.interp_inputs = bool(interp_inputs)
+        if interp_inputs not in INTERP_INPUTS:
+            raise ValueError(f"model.interp_inputs must be one of {tuple(INTERP_INPUTS)}, got {interp_inputs!r}")
+        self.interp = INTERP_INPUTS[interp_inputs]
         self.unet = UNet2DModel(
             sample_size=image_size,
-            in_channels=(5 if interp_inputs else 3) * channels,
+            in_channels=(3 if self.interp is None else 5) * channels,
             out_channels=channels,
             block_out_channels=tuple(widths),
             down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention),
@@ -80,9 +90,9 @@ class ConditionalUNet(nn.Module):
             raise ValueError(f"the velocity field was built for images of shape {expected}, got {tuple(a.shape[1:])}")
         o = observed.to(a.dtype)
         inputs = [a, b, o]
-        if self.interp_inputs:
-            smooth_a = harmonic_fill(a, observed)
-            inputs += [smooth_a, smooth_a if b is a else harmonic_fill(b, observed)]  # the ODE passes a = b
+        if self.interp is not None:
+            smooth_a = self.interp(a, observed)
+            inputs += [smooth_a, smooth_a if b is a else self.interp(b, observed)]  # the ODE passes a = b
         h = torch.cat(inputs, dim=1) * 2 - 1
         v = self.unet(h, t.to(a.dtype) * TIME_SCALE).sample
         return v * (1 - o)
