@@ -31,6 +31,11 @@ class ConditionalUNet(nn.Module):
     :func:`~miri_lightning.flow.curvature_fill`; 2C more channels); ``none``: not. They are
     functions of its other inputs, so the velocity field it should learn is the same; it starts
     from a good guess of both images instead of having to interpolate scattered pixels itself.
+    ``interp_skip`` (with ``interp_inputs``): the velocity is the U-Net's output plus
+    interp(b) − b, the velocity towards the partner view's interpolation, and the U-Net's
+    last layer starts at zero: an untrained field already carries a fill to that
+    interpolation, and training learns the correction. Any field is still reachable: the
+    same velocity field to learn.
     """
 
     def __init__(
@@ -44,6 +49,7 @@ class ConditionalUNet(nn.Module):
         norm_num_groups: int = 8,
         attention_head_dim: int = 8,
         interp_inputs: str = "none",
+        interp_skip: bool = False,
     ):
         super().__init__()
         widths, attention = list(block_out_channels), list(attention)
@@ -67,6 +73,9 @@ class ConditionalUNet(nn.Module):
         if interp_inputs not in INTERP_INPUTS:
             raise ValueError(f"model.interp_inputs must be one of {tuple(INTERP_INPUTS)}, got {interp_inputs!r}")
         self.interp = INTERP_INPUTS[interp_inputs]
+        if interp_skip and self.interp is None:
+            raise ValueError("model.interp_skip needs model.interp_inputs=harmonic or biharmonic")
+        self.interp_skip = bool(interp_skip)
         self.unet = UNet2DModel(
             sample_size=image_size,
             in_channels=(3 if self.interp is None else 5) * channels,
@@ -79,6 +88,9 @@ class ConditionalUNet(nn.Module):
             norm_num_groups=norm_num_groups,
             attention_head_dim=attention_head_dim,
         )
+        if self.interp_skip:
+            nn.init.zeros_(self.unet.conv_out.weight)
+            nn.init.zeros_(self.unet.conv_out.bias)
 
     @property
     def item_shape(self) -> tuple[int, ...]:
@@ -95,4 +107,6 @@ class ConditionalUNet(nn.Module):
             inputs += [smooth_a, smooth_a if b is a else self.interp(b, observed)]  # the ODE passes a = b
         h = torch.cat(inputs, dim=1) * 2 - 1
         v = self.unet(h, t.to(a.dtype) * TIME_SCALE).sample
+        if self.interp_skip:
+            v = v + (inputs[-1] - b)
         return v * (1 - o)
