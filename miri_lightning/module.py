@@ -166,6 +166,8 @@ class MIRIModule(L.LightningModule):
         for module in self.velocity.modules():
             if module is not self.velocity and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
+        if hasattr(self.velocity, "after_reset"):
+            self.velocity.after_reset()
         for optimizer in self.trainer.optimizers:
             optimizer.state.clear()
 

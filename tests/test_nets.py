@@ -71,6 +71,25 @@ def test_interp_inputs_give_the_unet_each_views_interpolation(interp_inputs, int
 def test_unknown_interp_inputs_are_refused_with_the_setting_named():
     with pytest.raises(ValueError, match="model.interp_inputs"):
         tiny_unet(interp_inputs="bicubic")
+    with pytest.raises(ValueError, match="model.interp_skip needs model.interp_inputs"):
+        tiny_unet(interp_skip=True)
+
+
+def test_interp_skip_starts_as_the_velocity_towards_the_partner_views_interpolation():
+    torch.manual_seed(0)
+    net = tiny_unet(interp_inputs="biharmonic", interp_skip=True)
+    a, b = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    o = torch.rand(2, 3, 16, 16) > 0.6
+    t = torch.full((2,), 0.3)
+    towards = (curvature_fill(b, o, iterations=10) - b) * ~o
+    assert torch.allclose(net(a, b, o, t), towards)
+    # the U-Net's correction is trainable: one step away from zero changes the field
+    loss = (net(a, b, o, t) - torch.rand_like(a)).pow(2).mean()
+    loss.backward()
+    with torch.no_grad():
+        for p in net.parameters():
+            p -= 0.1 * p.grad if p.grad is not None else 0
+    assert not torch.allclose(net(a, b, o, t), towards)
 
 
 def test_image_size_the_unet_cannot_take_is_refused_with_the_setting_named():

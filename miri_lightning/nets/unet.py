@@ -88,6 +88,11 @@ class ConditionalUNet(nn.Module):
             norm_num_groups=norm_num_groups,
             attention_head_dim=attention_head_dim,
         )
+        self.after_reset()
+
+    def after_reset(self) -> None:
+        """What fresh weights need beyond each layer's own initialisation (also after a
+        ``miri.reinit`` reset): with ``interp_skip`` the last layer starts at zero."""
         if self.interp_skip:
             nn.init.zeros_(self.unet.conv_out.weight)
             nn.init.zeros_(self.unet.conv_out.bias)
