@@ -109,9 +109,10 @@ class ConditionalUNet(nn.Module):
         inputs = [a, b, o]
         if self.interp is not None:
             smooth_a = self.interp(a, observed)
-            inputs += [smooth_a, smooth_a if b is a else self.interp(b, observed)]  # the ODE passes a = b
+            smooth_b = smooth_a if b is a else self.interp(b, observed)  # the ODE passes a = b
+            inputs += [smooth_a, smooth_b]
         h = torch.cat(inputs, dim=1) * 2 - 1
         v = self.unet(h, t.to(a.dtype) * TIME_SCALE).sample
         if self.interp_skip:
-            v = v + (inputs[-1] - b)
+            v = v + (smooth_b - b)
         return v * (1 - o)
