@@ -78,7 +78,7 @@ def benchmark(cfg: DictConfig, steps: int = 10, warmup: int = 3, repeats: int = 
     generator = torch.Generator(device=device).manual_seed(0)
 
     def train_step() -> None:
-        source, observed, partner = (module.layout(x.to(device, non_blocking=True)) for x in next(batches))
+        source, observed, partner, _ = (module.layout(x.to(device, non_blocking=True)) for x in next(batches))
         t = torch.rand(source.shape[0], device=device, generator=generator)
         with autocast:
             loss = flow.miri_loss(field, source, partner, observed, t)

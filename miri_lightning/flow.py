@@ -15,6 +15,10 @@ VelocityField = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
 SOLVERS = ("euler", "heun")
 
+#: Which entries the loss counts: the source's missing ones (the paper), or only those of
+#: them that the partner observed.
+LOSS_ON = ("missing", "partner_observed")
+
 
 def _per_item(t: Tensor, like: Tensor) -> Tensor:
     """Reshape ``t`` (B,) so that it broadcasts against ``like`` (B, *item)."""
@@ -38,17 +42,30 @@ def views(z0: Tensor, z1: Tensor, observed: Tensor, t: Tensor) -> tuple[Tensor, 
     return torch.where(o, z0, x_t), torch.where(o, z1, x_t)
 
 
-def miri_loss(velocity: VelocityField, z0: Tensor, z1: Tensor, observed: Tensor, t: Tensor) -> Tensor:
+def miri_loss(
+    velocity: VelocityField,
+    z0: Tensor,
+    z1: Tensor,
+    observed: Tensor,
+    t: Tensor,
+    partner_observed: Tensor | None = None,
+) -> Tensor:
     """The rectified-flow loss of one MIRI round, over missing entries only.
 
     z0: the sources x̃_i (B, *item); z1: independently drawn partners x̃_j (B, *item);
     observed: the sources' masks o_i; t: (B,). Returns the scalar
-    Σ (1-o) (v(a, b, o, t) - (z1 - z0))² / Σ (1-o).
+    Σ w (v(a, b, o, t) - (z1 - z0))² / Σ w with w = 1 - o (DESIGN.md §1).
+    partner_observed: the partners' own masks o_j (B, *item); when given, w = (1 - o) ⊙ o_j:
+    only entries whose target z1 is data, not the partner's own imputation, count
+    (``miri.loss_on=partner_observed``, a departure from the paper).
     """
     a, b = views(z0, z1, observed, t)
-    missing = (~observed.bool()).to(z0.dtype)
+    weight = ~observed.bool()
+    if partner_observed is not None:
+        weight = weight & partner_observed.bool()
+    weight = weight.to(z0.dtype)
     error = (velocity(a, b, observed, t) - (z1 - z0)) ** 2
-    return (missing * error).sum() / missing.sum().clamp_min(1)
+    return (weight * error).sum() / weight.sum().clamp_min(1)
 
 
 def impute(

@@ -44,7 +44,10 @@ class MIRIModule(L.LightningModule):
     channels-last memory layout (faster convolutions on GPUs); schedule: ``constant`` lr, or
     ``cosine``: the lr decays from ``lr`` towards 0 over each round's steps and restarts with
     the next round; flip: mirror images left-right at random in training (the source with
-    its mask, the partner on its own draw), for data whose distribution is mirror-symmetric.
+    its mask, the partner on its own draw), for data whose distribution is mirror-symmetric;
+    loss_on: ``missing`` (the paper: every entry missing in the source counts) or
+    ``partner_observed`` (only those the partner observed: the targets are data, never the
+    partner's own imputation; see :func:`flow.miri_loss`).
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class MIRIModule(L.LightningModule):
         channels_last: bool = False,
         schedule: str = "constant",
         flip: bool = False,
+        loss_on: str = "missing",
     ):
         super().__init__()
         if lr <= 0:
@@ -67,6 +71,8 @@ class MIRIModule(L.LightningModule):
             raise ValueError(f"miri.ema must be in [0, 1) (0: no EMA), got {ema}")
         if schedule not in SCHEDULES:
             raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {schedule!r}")
+        if loss_on not in flow.LOSS_ON:
+            raise ValueError(f"miri.loss_on must be one of {flow.LOSS_ON}, got {loss_on!r}")
         self.save_hyperparameters()
         self.velocity = hydra.utils.instantiate(net)
         self._times: torch.Generator | None = None  # the draws of t, seeded per round and rank
@@ -91,14 +97,15 @@ class MIRIModule(L.LightningModule):
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
-        source, observed, partner = (self.layout(x) for x in batch)
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        source, observed, partner, partner_observed = (self.layout(x) for x in batch)
         t = torch.rand(source.shape[0], device=source.device, generator=self._times)
         if self.hparams.flip:
             source, observed = mirror((source, observed), self._times)
-            (partner,) = mirror((partner,), self._times)
+            partner, partner_observed = mirror((partner, partner_observed), self._times)
         field = self._compiled if self._compiled is not None else self.velocity
-        loss = flow.miri_loss(field, source, partner, observed, t)
+        counted = partner_observed if self.hparams.loss_on == "partner_observed" else None
+        loss = flow.miri_loss(field, source, partner, observed, t, counted)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"train/loss is {loss.item()} in round {self.current_epoch + 1}, step {self.global_step}: the run "

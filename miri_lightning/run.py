@@ -149,6 +149,7 @@ def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
         channels_last=miri.channels_last,
         schedule=cfg.optim.schedule,
         flip=miri.flip,
+        loss_on=miri.loss_on,
     )
     if miri.rounds < 1:
         raise ValueError(f"miri.rounds must be at least 1, got {miri.rounds}")

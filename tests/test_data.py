@@ -20,17 +20,22 @@ def test_sample_set_is_reproducible_and_varied():
 
 
 def indexed_store(n=50):
-    """A store whose item i is the constant image i, so batches reveal the indices drawn."""
+    """A store whose item i is the constant image i, so batches reveal the indices drawn; its
+    mask observes the top-left pixel, and the bottom-right one when i is odd."""
     imputed = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, 2, 2).clone()
     observed = torch.zeros_like(imputed, dtype=torch.bool)
     observed[:, :, 0, 0] = True
+    observed[1::2, :, 1, 1] = True
     return Store(imputed, observed)
 
 
 def drawn_indices(pairs):
     sources, partners = [], []
-    for source, observed, partner in pairs:
+    for source, observed, partner, partner_observed in pairs:
         assert source.shape == partner.shape and observed.dtype == torch.bool
+        # each item comes with its own mask, the partner's too
+        for item, mask in ((source, observed), (partner, partner_observed)):
+            assert torch.equal(mask[:, 0, 1, 1], item[:, 0, 0, 0].long() % 2 == 1)
         sources.append(source[:, 0, 0, 0].long())
         partners.append(partner[:, 0, 0, 0].long())
     return torch.cat(sources), torch.cat(partners)
@@ -51,7 +56,7 @@ def test_pairs_are_uniform_and_the_partner_independent_of_the_source():
     # the mask that comes with a source is the source's own
     store = indexed_store(n)
     store.observed[7] = True
-    for source, observed, _ in PairBatches(store, 64, 5, seed=1):
+    for source, observed, _, _ in PairBatches(store, 64, 5, seed=1):
         is7 = source[:, 0, 0, 0] == 7
         assert observed[is7].all() and not observed[~is7].all()
 

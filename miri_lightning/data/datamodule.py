@@ -13,7 +13,7 @@ from miri_lightning.snapshots import load_snapshot, save_snapshot, snapshot_path
 
 
 class PairBatches(IterableDataset):
-    """``steps`` batches of (source x̃_i, its mask o_i, partner x̃_j) with i and j drawn
+    """``steps`` batches of (source x̃_i, its mask o_i, partner x̃_j, its mask o_j) with i and j drawn
     uniformly and independently, from a generator seeded with ``seed``."""
 
     def __init__(self, store: Store, batch_size: int, steps: int, seed: int):
@@ -29,7 +29,8 @@ class PairBatches(IterableDataset):
             i = torch.randint(n, (self.batch_size,), generator=generator)
             j = torch.randint(n, (self.batch_size,), generator=generator)
             imputed = self.store.imputed
-            yield decode(imputed[i]), self.store.observed[i], decode(imputed[j])
+            observed = self.store.observed
+            yield decode(imputed[i]), observed[i], decode(imputed[j]), observed[j]
 
 
 def round_seed(seed: int, round_index: int, rank: int, stream: int = 0) -> int:
