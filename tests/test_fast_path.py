@@ -87,3 +87,22 @@ def test_mirroring_flips_images_with_their_masks_and_keeps_observed_entries(tiny
     imputed = load_file(run.output_dir / "imputed" / "round_001.safetensors")
     truth = decode(run.datamodule.store.truth)
     assert torch.equal(imputed["imputed"][imputed["observed"]], truth[imputed["observed"]])
+
+
+@pytest.mark.parametrize("loss_on", flow.LOSS_ON)
+def test_loss_on_decides_which_entries_the_training_step_counts(tiny_config, loss_on):
+    from miri_lightning.run import build
+
+    run, _ = build(tiny_config(f"miri.loss_on={loss_on}"))
+    g = torch.Generator().manual_seed(0)
+    source, partner = torch.rand(2, 8, 3, 16, 16, generator=g)
+    observed, partner_observed = torch.rand(2, 8, 3, 16, 16, generator=g) > 0.5
+    torch.manual_seed(1)
+    loss = run.module.training_step((source, observed, partner, partner_observed), 0)
+    torch.manual_seed(1)
+    t = torch.rand(8)
+    counted = {"missing": None, "partner_observed": partner_observed}[loss_on]
+    other = partner_observed if counted is None else None
+    field = run.module.velocity
+    assert loss.item() == pytest.approx(flow.miri_loss(field, source, partner, observed, t, counted).item())
+    assert loss.item() != pytest.approx(flow.miri_loss(field, source, partner, observed, t, other).item())

@@ -50,6 +50,24 @@ def test_loss_averages_over_missing_entries_only():
     assert loss.item() == 0.0
 
 
+def test_partner_observed_loss_counts_only_targets_the_partner_observed():
+    g = torch.Generator().manual_seed(3)
+    shape = (8, 3, 4, 4)
+    z0, z1 = torch.rand(shape, generator=g), torch.rand(shape, generator=g)
+    o, o_partner = torch.rand(shape, generator=g) > 0.5, torch.rand(shape, generator=g) > 0.5
+    t = torch.rand(8, generator=g)
+    counted = ~o & o_partner
+    # a field exact where the partner observed its value and far off where it imputed it
+    field = lambda a, b, m, t: torch.where(o_partner, z1 - z0, 5.0)  # noqa: E731
+    assert flow.miri_loss(field, z0, z1, o, t, o_partner).item() == 0.0
+    assert flow.miri_loss(field, z0, z1, o, t).item() > 1.0  # the paper's loss counts those too
+    raw = torch.randn(shape, generator=g, requires_grad=True)
+    loss = flow.miri_loss(lambda a, b, m, t: raw, z0, z1, o, t, o_partner)
+    loss.backward()
+    assert torch.equal(raw.grad != 0, counted)
+    assert loss.item() == pytest.approx(((raw - (z1 - z0))[counted] ** 2).mean().item(), rel=1e-5)
+
+
 @pytest.mark.parametrize("solver", flow.SOLVERS)
 @pytest.mark.parametrize("channels", [1, 3])
 def test_solvers_leave_observed_entries_bit_identical(solver, channels):

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from miri_lightning import flow
 from miri_lightning.flow import curvature_fill, harmonic_fill
 from miri_lightning.nets import ConditionalUNet
 
@@ -90,6 +91,28 @@ def test_interp_skip_starts_as_the_velocity_towards_the_partner_views_interpolat
         for p in net.parameters():
             p -= 0.1 * p.grad if p.grad is not None else 0
     assert not torch.allclose(net(a, b, o, t), towards)
+
+
+def test_the_ode_solves_each_batchs_interpolation_once_and_gets_the_same_imputation():
+    torch.manual_seed(0)
+    net = tiny_unet(interp_inputs="biharmonic", interp_skip=True).eval()
+    torch.nn.init.normal_(net.unet.conv_out.weight, std=0.1)  # a field that is not only the skip
+    x, o = torch.rand(2, 3, 3, 16, 16), torch.rand(2, 3, 3, 16, 16) > 0.6
+    solves = []
+    net.interp = lambda v, m: solves.append(1) or curvature_fill(v, m, iterations=10)
+    with torch.no_grad():
+        cached = [flow.impute(net, x[k], o[k], steps=4) for k in range(2)]
+        assert len(solves) == 2  # one per batch, not one per step
+
+        def uncached_field(a, b, m, t):  # a fresh solve at every step: what the cache must match
+            object.__setattr__(net, "_interp_cache", None)
+            return net(a, b, m, t)
+
+        uncached = [flow.impute(uncached_field, x[k], o[k], steps=4) for k in range(2)]
+    assert len(solves) == 2 + 8
+    for got, want in zip(cached, uncached, strict=True):
+        assert torch.allclose(got, want, atol=1e-6)
+    assert not torch.allclose(cached[0], cached[1])
 
 
 def test_image_size_the_unet_cannot_take_is_refused_with_the_setting_named():

@@ -97,6 +97,7 @@ def test_resume_with_other_data_mask_or_size_is_refused_before_training(tiny_con
         ("model.channels=1", "model.channels=1"),
         ("miri.solver=rk4", "miri.solver"),
         ("optim.schedule=linear", "optim.schedule"),
+        ("miri.loss_on=observed", "miri.loss_on"),
     ],
 )
 def test_bad_settings_fail_with_the_setting_named_before_training(tiny_config, tmp_path, override, message):
