@@ -28,7 +28,9 @@ class RunFlows:
             raise ValueError(f"{config} does not exist: is {run_dir} a run directory of train.py?")
         miri = OmegaConf.load(config).miri
         self.ode_steps, self.solver, self.init = int(miri.ode_steps), str(miri.solver), str(miri.init)
-        self.init_noise = float(miri.get("init_noise", 0.0))
+        # the σ of the fill's noise for new draws: miri.sample_noise, else the training fill's
+        sample_noise = miri.get("sample_noise")
+        self.init_noise = float(miri.get("init_noise", 0.0) if sample_noise is None else sample_noise)
         self.nets: list[nn.Module] = []
         for path in files:
             state, net_config = load_flow(path)

@@ -153,6 +153,8 @@ def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
     )
     if miri.rounds < 1:
         raise ValueError(f"miri.rounds must be at least 1, got {miri.rounds}")
+    if miri.sample_noise is not None and miri.sample_noise < 0:
+        raise ValueError(f"miri.sample_noise must be at least 0 (null: miri.init_noise), got {miri.sample_noise}")
     keep = cfg.checkpoint.keep
     callback = MIRICallback(
         miri.ode_steps,
