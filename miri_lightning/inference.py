@@ -13,9 +13,11 @@ from miri_lightning.snapshots import load_flow
 
 
 class RunFlows:
-    """The velocity fields of rounds 1..R of a run, and how the run solved its ODE."""
+    """The velocity fields of rounds 1..R of a run, and how the run solved its ODE;
+    ``sample_noise``: the σ of the noise on the deterministic fill of new draws (default: the
+    run's ``miri.sample_noise``, else its ``miri.init_noise``)."""
 
-    def __init__(self, run_dir: str | Path, device: str | torch.device = "cpu"):
+    def __init__(self, run_dir: str | Path, device: str | torch.device = "cpu", sample_noise: float | None = None):
         run_dir = Path(run_dir)
         files = sorted((run_dir / "flows").glob("round_[0-9]*.safetensors"))
         if not files:
@@ -28,8 +30,10 @@ class RunFlows:
             raise ValueError(f"{config} does not exist: is {run_dir} a run directory of train.py?")
         miri = OmegaConf.load(config).miri
         self.ode_steps, self.solver, self.init = int(miri.ode_steps), str(miri.solver), str(miri.init)
-        # the σ of the fill's noise for new draws: miri.sample_noise, else the training fill's
-        sample_noise = miri.get("sample_noise")
+        # the σ of the fill's noise for new draws: ``sample_noise``, else the run's
+        # miri.sample_noise, else its training fill's
+        if sample_noise is None:
+            sample_noise = miri.get("sample_noise")
         self.init_noise = float(miri.get("init_noise", 0.0) if sample_noise is None else sample_noise)
         self.nets: list[nn.Module] = []
         for path in files:

@@ -93,7 +93,7 @@ def run_quality(cfg: DictConfig, say=print) -> tuple[list[dict], Path]:
     store = run.datamodule.store
     truth, observed = decode(store.truth).cpu(), store.observed.cpu()
     # the module is back on the CPU after fit: sample on the device the run trained on
-    flows = RunFlows(run.output_dir, device=run.trainer.strategy.root_device)
+    flows = RunFlows(run.output_dir, run.trainer.strategy.root_device, cfg.miri.get("sample_noise"))
     generator = torch.Generator().manual_seed(int(q.seed))
     x = torch.where(observed, truth, 0)
     samples, elapsed = [], []

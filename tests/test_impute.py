@@ -104,3 +104,20 @@ def test_export_writes_pngs_masks_and_npz_of_a_round(trained, tmp_path):
     expected = (snapshot["imputed"][0] * 255).round().byte().permute(1, 2, 0).numpy()
     assert np.array_equal(first, expected)
     assert np.array_equal(read(tmp_path / "x" / "masks" / "00000.png") > 0, snapshot["observed"][0].all(0).numpy())
+
+
+@pytest.mark.parametrize("sample_noise", [None, 0.0])
+def test_draws_after_training_take_the_fill_noise_of_miri_sample_noise(tiny_config, sample_noise):
+    import torch
+
+    from miri_lightning.inference import RunFlows
+
+    settings = ["miri.rounds=1", "miri.init=interp", "miri.init_noise=0.05"]
+    run = train(tiny_config(*settings, f"miri.sample_noise={'null' if sample_noise is None else sample_noise}"))
+    store = run.datamodule.store
+    x, observed = store.imputed[:8].float(), store.observed[:8]
+    samples = RunFlows(run.output_dir).sample(x, observed, num_samples=2, seed=0)
+    spread = (samples[0] - samples[1]).abs().max().item()
+    # null: the training fill's σ = 0.05, so two draws differ; 0: every draw is the same
+    assert (spread > 1e-3) if sample_noise is None else (spread == 0.0)
+    assert torch.equal(samples[:, observed], x[observed].expand(2, -1))
