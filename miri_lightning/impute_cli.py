@@ -75,11 +75,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resize", action="store_true", help="centre-crop and resize images of another size")
     parser.add_argument("--output", required=True, help="the folder to write to")
     parser.add_argument("--num-samples", type=int, default=1, help="K imputations per image (default 1)")
+    parser.add_argument(
+        "--noise",
+        type=float,
+        help="σ of the noise on the initial fill of each draw, for runs with a mean, interp or biharmonic "
+        "fill (default: the run's miri.sample_noise, else its miri.init_noise); smaller: cleaner draws "
+        "that differ less",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     try:
-        flows = RunFlows(args.run, args.device)
+        if args.noise is not None and args.noise < 0:
+            raise ValueError(f"--noise must be at least 0, got {args.noise}")
+        flows = RunFlows(args.run, args.device, args.noise)
         if args.input:
             names, x, observed = read_folder(args, flows.channels, flows.image_size)
         else:

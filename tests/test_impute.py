@@ -121,3 +121,12 @@ def test_draws_after_training_take_the_fill_noise_of_miri_sample_noise(tiny_conf
     # null: the training fill's σ = 0.05, so two draws differ; 0: every draw is the same
     assert (spread > 1e-3) if sample_noise is None else (spread == 0.0)
     assert torch.equal(samples[:, observed], x[observed].expand(2, -1))
+    if sample_noise is None:  # miri-impute --noise 0 overrides the run's σ: identical draws
+        array = torch.where(observed, x, float("nan")).numpy()
+        np.save(run.output_dir / "holes.npy", array)
+        out = run.output_dir / "filled"
+        args = ["--run", str(run.output_dir), "--array", str(run.output_dir / "holes.npy"), "--output", str(out)]
+        assert main([*args, "--num-samples", "2", "--noise", "0"]) == 0
+        drawn = np.load(out / "imputations.npz")["samples"]
+        assert np.array_equal(drawn[0], drawn[1])
+        assert main([*args, "--noise", "-1"]) == 1
