@@ -113,6 +113,16 @@ def test_the_ode_solves_each_batchs_interpolation_once_and_gets_the_same_imputat
     for got, want in zip(cached, uncached, strict=True):
         assert torch.allclose(got, want, atol=1e-6)
     assert not torch.allclose(cached[0], cached[1])
+    # the same observed values under another mask are another batch: black images whose
+    # first channel is seen somewhere, then nowhere (where the interpolation is 0.5, not 0)
+    black, seen = torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 16, dtype=torch.bool)
+    seen[..., :4] = True
+    unseen = seen.clone()
+    unseen[:, 0] = False
+    with torch.no_grad():
+        first, _ = net.interpolations(black, black, seen)
+        second, _ = net.interpolations(black, black, unseen)
+    assert first[:, 0].abs().max() == 0 and torch.allclose(second[:, 0], torch.full_like(second[:, 0], 0.5))
 
 
 def test_image_size_the_unet_cannot_take_is_refused_with_the_setting_named():

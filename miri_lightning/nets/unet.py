@@ -76,7 +76,7 @@ class ConditionalUNet(nn.Module):
         if interp_skip and self.interp is None:
             raise ValueError("model.interp_skip needs model.interp_inputs=harmonic or biharmonic")
         self.interp_skip = bool(interp_skip)
-        self._interp_cache: tuple[Tensor, Tensor] | None = None  # see interpolations()
+        self._interp_cache: tuple[Tensor, Tensor, Tensor] | None = None  # see interpolations()
         self.unet = UNet2DModel(
             sample_size=image_size,
             in_channels=(3 if self.interp is None else 5) * channels,
@@ -102,16 +102,22 @@ class ConditionalUNet(nn.Module):
     def interpolations(self, a: Tensor, b: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
         """interp(a), interp(b). They depend on the views' observed entries only, which stay
         put along the imputation ODE (there a is b): the last batch's are kept and reused
-        while its observed values are the same (checked), instead of solved at every step."""
+        while its mask and observed values are the same (checked), instead of solved at every
+        step."""
         if b is not a:
             return self.interp(a, observed), self.interp(b, observed)
-        known = torch.where(observed.bool(), a, 0).detach()
+        mask = observed.bool()
+        known = torch.where(mask, a, 0).detach()
         cached = self._interp_cache
-        same = cached is not None and (cached[0].shape, cached[0].device) == (known.shape, known.device)
-        if same and torch.equal(cached[0], known):
-            return cached[1], cached[1]
+        same = cached is not None and (cached[0].shape, cached[1].dtype, cached[0].device) == (
+            mask.shape,
+            known.dtype,
+            mask.device,
+        )
+        if same and torch.equal(cached[0], mask) and torch.equal(cached[1], known):
+            return cached[2], cached[2]
         smooth = self.interp(a, observed)
-        object.__setattr__(self, "_interp_cache", None if torch.is_grad_enabled() else (known, smooth))
+        object.__setattr__(self, "_interp_cache", None if torch.is_grad_enabled() else (mask.clone(), known, smooth))
         return smooth, smooth
 
     @property
