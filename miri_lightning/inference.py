@@ -30,11 +30,9 @@ class RunFlows:
             raise ValueError(f"{config} does not exist: is {run_dir} a run directory of train.py?")
         miri = OmegaConf.load(config).miri
         self.ode_steps, self.solver, self.init = int(miri.ode_steps), str(miri.solver), str(miri.init)
-        # the σ of the fill's noise for new draws: ``sample_noise``, else the run's
-        # miri.sample_noise, else its training fill's
         if sample_noise is None:
             sample_noise = miri.get("sample_noise")
-        self.init_noise = float(miri.get("init_noise", 0.0) if sample_noise is None else sample_noise)
+        self.sample_noise = float(miri.get("init_noise", 0.0) if sample_noise is None else sample_noise)
         self.nets: list[nn.Module] = []
         for path in files:
             state, net_config = load_flow(path)
@@ -63,7 +61,7 @@ class RunFlows:
         else:
             if base is None:
                 base = flow.deterministic_fill(x, observed, self.init)
-            fill = flow.perturb(base, observed, self.init_noise, generator)
+            fill = flow.perturb(base, observed, self.sample_noise, generator)
         out = torch.empty_like(x)
         for k in range(0, x.shape[0], batch_size):
             y, o = fill[k : k + batch_size].to(self.device), observed[k : k + batch_size].to(self.device)
