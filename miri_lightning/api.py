@@ -23,7 +23,7 @@ from miri_lightning.data.sources import LoadedImages
 from miri_lightning.data.store import decode
 from miri_lightning.inference import RunFlows
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
 class _InMemory:

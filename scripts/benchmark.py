@@ -11,11 +11,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from miri_lightning import CONFIG_DIR
 from miri_lightning.benchmark import benchmark
 from miri_lightning.cli import run_or_explain
 from miri_lightning.evaluation import cell
 
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+CONFIGS = str(CONFIG_DIR)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="benchmark")

@@ -4,14 +4,13 @@ Writes ``metrics.csv`` and ``metrics.md`` into the run directory, the table to T
 (``evaluation/table``) and to the terminal.
 """
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
+from miri_lightning import CONFIG_DIR
 from miri_lightning.evaluation import evaluate, markdown, write_tables
 
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+CONFIGS = str(CONFIG_DIR)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="evaluate")

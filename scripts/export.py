@@ -3,14 +3,13 @@
 Writes PNGs of the imputed images, PNG masks (white = observed) and one ``.npz``.
 """
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
+from miri_lightning import CONFIG_DIR
 from miri_lightning.export import export_round
 
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+CONFIGS = str(CONFIG_DIR)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="export")

@@ -5,15 +5,14 @@ imputations of every item, and prints one table against the baselines on the sam
 also written as ``quality.csv`` and ``quality.md`` in the run directory.
 """
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
+from miri_lightning import CONFIG_DIR
 from miri_lightning.cli import run_or_explain
 from miri_lightning.quality import markdown, run_quality
 
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+CONFIGS = str(CONFIG_DIR)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="quality")

@@ -10,17 +10,17 @@ context, cuDNN autotuning, compilation) inside its timed run.
 
 import csv
 import time
-from pathlib import Path
 
 import hydra
 import torch
 from omegaconf import DictConfig
 
+from miri_lightning import CONFIG_DIR
 from miri_lightning.benchmark import race, time_to_reach
 from miri_lightning.cli import run_or_explain
 from miri_lightning.run import train
 
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+CONFIGS = str(CONFIG_DIR)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="race")

@@ -5,7 +5,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
+CONFIGS = ROOT / "miri_lightning" / "configs"
 
 #: Shrinks the default run to seconds on a CPU: a tiny U-Net on 16×16 crops.
 TINY = [
