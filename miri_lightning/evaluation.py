@@ -5,7 +5,6 @@ import math
 import time
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
@@ -13,6 +12,7 @@ from torch import Tensor
 
 from miri_lightning import metrics
 from miri_lightning.baselines import BASELINES
+from miri_lightning.data import sources
 from miri_lightning.data.store import decode
 from miri_lightning.fid import Features, fid, inception_features
 
@@ -66,6 +66,23 @@ def snapshots(output_dir: Path) -> list[tuple[int, Path]]:
     return [(int(path.stem.removeprefix("round_")), path) for path in found]
 
 
+#: The data sources a run's config.yaml may name (its ``data._target_``): nothing else is built.
+SOURCES = ("SampleSource", "Cifar10Source", "FolderSource", "CelebASource", "ArraySource", "CsvSource", "ToySource")
+
+
+def data_source(data_cfg: dict, config: Path):
+    """The project's data source that ``data_cfg`` (read from ``config``) names, built from its
+    plain arguments (never Hydra's instantiate: a run directory is not code to run)."""
+    target = str(data_cfg.pop("_target_", ""))
+    module, _, name = target.rpartition(".")
+    if module != sources.__name__ or name not in SOURCES:
+        raise ValueError(f"{config} names the data source {target!r}, which is not one of miri_lightning's: refused")
+    try:
+        return getattr(sources, name)(**data_cfg)
+    except TypeError as error:
+        raise ValueError(f"{config}: data.* does not fit {name} ({error})") from error
+
+
 def load_truth(output_dir: Path) -> Tensor:
     """The complete images of the run, rebuilt from its config.yaml."""
     config = output_dir / "config.yaml"
@@ -73,7 +90,7 @@ def load_truth(output_dir: Path) -> Tensor:
         raise ValueError(f"{config} does not exist: is {output_dir} a run directory of train.py?")
     data_cfg = OmegaConf.to_container(OmegaConf.load(config).data)
     data_cfg.pop("store_dtype", None)
-    loaded = hydra.utils.instantiate(data_cfg).load()
+    loaded = data_source(data_cfg, config).load()
     if not loaded.has_truth:
         raise ValueError(f"the data of {output_dir} come without ground truth: there is nothing to evaluate against")
     return decode(loaded.values)

@@ -1,15 +1,19 @@
 """Impute items a run has not seen: fresh initial fills carried through every round's flow
-(DESIGN.md §1: the imputer is Φ_R ∘ … ∘ Φ_1 applied to a round-0 fill)."""
+(docs/algorithm.md: the imputer is Φ_R ∘ … ∘ Φ_1 applied to a round-0 fill).
+
+Nothing in a run directory is executed: each flow file names its network by a key of
+``nets.NETS`` (or, written before format 2, by one of their ``_target_`` paths), and only those
+classes are built, from the file's plain arguments."""
 
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from miri_lightning import flow
-from miri_lightning.snapshots import load_flow
+from miri_lightning.nets import build_net
+from miri_lightning.snapshots import load_flow, read_flow_metadata
 
 
 class RunFlows:
@@ -33,16 +37,32 @@ class RunFlows:
         if sample_noise is None:
             sample_noise = miri.get("sample_noise")
         self.sample_noise = float(miri.get("init_noise", 0.0) if sample_noise is None else sample_noise)
+        # every file is checked (format, network key) before any network is built
+        metadata = [read_flow_metadata(path) for path in files]
+        #: the training set's per-channel mean of observed entries: the fill of miri.init=mean
+        #: (None for flows written before format 2: then the new items' own mean is used)
+        self.fill_mean = metadata[-1]["fill_mean"]
         self.nets: list[nn.Module] = []
         for path in files:
-            state, net_config = load_flow(path)
-            net = hydra.utils.instantiate(net_config)
-            net.load_state_dict(state)
+            state, spec = load_flow(path)
+            net = build_net(spec, str(path))
+            try:
+                net.load_state_dict(state)
+            except RuntimeError as error:
+                raise ValueError(f"{path} holds weights that do not fit its network ({error})") from error
             self.nets.append(net.to(device).eval())
         if len(self.nets[0].item_shape) != 3:
             raise ValueError(f"{run_dir} imputed vectors (a table): its imputed.csv holds the result")
         self.channels, self.image_size = self.nets[0].channels, self.nets[0].image_size
         self.device = torch.device(device)
+
+    def deterministic_fill(self, x: Tensor, observed: Tensor) -> Tensor:
+        """The run's ``mean``/``interp``/``biharmonic`` fill of x (N, C, H, W) without noise;
+        ``mean`` is the training set's channel mean (kept with the flows), as in round 0."""
+        mean = None
+        if self.init == "mean" and self.fill_mean is not None:
+            mean = torch.tensor(self.fill_mean, dtype=x.dtype)
+        return flow.deterministic_fill(x, observed, self.init, mean)
 
     @torch.no_grad()
     def impute(
@@ -60,7 +80,7 @@ class RunFlows:
             fill = flow.initial_fill(x, observed, "noise", generator)
         else:
             if base is None:
-                base = flow.deterministic_fill(x, observed, self.init)
+                base = self.deterministic_fill(x, observed)
             fill = flow.perturb(base, observed, self.sample_noise, generator)
         out = torch.empty_like(x)
         for k in range(0, x.shape[0], batch_size):
@@ -76,5 +96,5 @@ class RunFlows:
         if num_samples < 1:
             raise ValueError(f"num_samples must be at least 1, got {num_samples}")
         generator = torch.Generator().manual_seed(seed)
-        base = None if self.init == "noise" else flow.deterministic_fill(x, observed, self.init)
+        base = None if self.init == "noise" else self.deterministic_fill(x, observed)
         return torch.stack([self.impute(x, observed, generator, batch_size, base) for _ in range(num_samples)])

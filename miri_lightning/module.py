@@ -3,13 +3,13 @@
 import copy
 import math
 
-import hydra
 import lightning as L
 import torch
 from torch import Tensor
 
 from miri_lightning import flow
 from miri_lightning.data.datamodule import round_seed
+from miri_lightning.nets import build_net
 
 SCHEDULES = ("constant", "cosine")
 
@@ -31,7 +31,7 @@ def mirror(items: tuple[Tensor, ...], generator: torch.Generator | None) -> tupl
 class MIRIModule(L.LightningModule):
     """Trains the velocity field of the current MIRI round.
 
-    net: the velocity field's config (a dict with ``_target_``, see ``configs/model``);
+    net: the velocity field's config (``_target_`` or ``name``: one of ``nets.NETS``, see ``configs/model``);
     lr, weight_decay: Adam's (``lr`` also applies when a run resumes with another one);
     reinit: start every round from freshly initialised weights and an empty optimiser state
     (the paper), instead of the previous round's (warm start); seed: with the round and the
@@ -74,7 +74,7 @@ class MIRIModule(L.LightningModule):
         if loss_on not in flow.LOSS_ON:
             raise ValueError(f"miri.loss_on must be one of {flow.LOSS_ON}, got {loss_on!r}")
         self.save_hyperparameters()
-        self.velocity = hydra.utils.instantiate(net)
+        self.velocity = build_net(net, "model")
         self._times: torch.Generator | None = None  # the draws of t, seeded per round and rank
         self._ema_steps = 0
         # plain attributes, kept out of the state dict: the EMA copy restarts every round, and

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from miri_lightning import flow, metrics
+from miri_lightning import metrics
 from miri_lightning.baselines import BASELINES
 from miri_lightning.data.store import decode
 from miri_lightning.evaluation import cell
@@ -98,7 +98,7 @@ def run_quality(cfg: DictConfig, say=print) -> tuple[list[dict], Path]:
     x = torch.where(observed, truth, 0)
     samples, elapsed = [], []
     sampling_started = time.perf_counter()
-    base = None if flows.init == "noise" else flow.deterministic_fill(x, observed, flows.init)
+    base = None if flows.init == "noise" else flows.deterministic_fill(x, observed)
     for k in range(q.samples):
         samples.append(flows.impute(x, observed, generator, cfg.miri.impute_batch_size, base))
         elapsed.append(time.perf_counter() - sampling_started)

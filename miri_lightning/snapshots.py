@@ -45,20 +45,67 @@ def flow_path(output_dir: str | Path, round_index: int) -> Path:
     return Path(output_dir) / "flows" / f"round_{round_index:03d}.safetensors"
 
 
-def save_flow(output_dir: str | Path, round_index: int, velocity: nn.Module, net_config: dict) -> Path:
+#: The version of the flow files this code writes; a file of a higher one is refused. 1: metadata
+#: ``net`` held a Hydra ``_target_``; 2: ``net`` holds ``{"name": key of nets.NETS, ...}``,
+#: ``format`` and ``fill_mean`` (the training set's observed channel means, for ``miri.init=mean``).
+FLOW_FORMAT = 2
+
+
+def save_flow(
+    output_dir: str | Path,
+    round_index: int,
+    velocity: nn.Module,
+    net_config: dict,
+    fill_mean: list[float] | None = None,
+) -> Path:
     """``flows/round_XXX.safetensors``: the velocity field that made round XXX (its weights,
-    and its config as JSON metadata ``net``). Every round's flow is kept: imputing new items
-    applies them all, in order (DESIGN.md §1)."""
-    metadata = {"net": json.dumps(net_config), "round": str(round_index)}
+    and as JSON metadata: ``net``, the network's key and arguments, ``format``, and
+    ``fill_mean``, the training set's per-channel mean of observed entries (C,), from which
+    new items get a ``miri.init=mean`` fill). Every round's flow is kept: imputing new items
+    applies them all, in order (docs/algorithm.md)."""
+    from miri_lightning.nets import net_spec
+
+    metadata = {
+        "format": str(FLOW_FORMAT),
+        "net": json.dumps(net_spec(net_config, "model")),
+        "round": str(round_index),
+    }
+    if fill_mean is not None:
+        metadata["fill_mean"] = json.dumps([float(v) for v in fill_mean])
     return save_atomically(flow_path(output_dir, round_index), velocity.state_dict(), metadata)
 
 
-def load_flow(path: str | Path) -> tuple[dict[str, Tensor], dict]:
-    """(state_dict, net config) of a saved flow, without pickle."""
+def read_flow_metadata(path: str | Path) -> dict:
+    """The metadata of a flow file, checked: a file of a newer format, or whose ``net`` is not
+    one of the project's networks (``nets.NETS``), is a ValueError that names it. ``net`` comes
+    back as ``{"name": key, ...}`` (format-1 files' ``_target_`` mapped to its key), ``format``
+    as an int, ``fill_mean`` as a list or None."""
+    from miri_lightning.nets import net_spec
+
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            config = json.loads(f.metadata()["net"])
+            metadata = dict(f.metadata() or {})
+        version = int(metadata.get("format", "1"))
+        net = json.loads(metadata["net"])
+        fill_mean = json.loads(metadata["fill_mean"]) if "fill_mean" in metadata else None
+    except Exception as error:
+        raise ValueError(f"{path} cannot be read as a MIRI flow ({error})") from error
+    if version > FLOW_FORMAT:
+        raise ValueError(
+            f"{path} is a flow of format {version}, written by a newer miri_lightning (this one reads up to "
+            f"{FLOW_FORMAT}): upgrade miri_lightning to use this run"
+        )
+    if not isinstance(net, dict):
+        raise ValueError(f"{path} cannot be read as a MIRI flow (its metadata net is not a mapping)")
+    return {"format": version, "net": net_spec(net, str(path)), "fill_mean": fill_mean}
+
+
+def load_flow(path: str | Path) -> tuple[dict[str, Tensor], dict]:
+    """(state_dict, net spec ``{"name": key, ...}``) of a saved flow, without pickle and
+    without building anything the file names (see :func:`read_flow_metadata`)."""
+    config = read_flow_metadata(path)["net"]
+    try:
         return load_file(str(path)), config
     except Exception as error:
         raise ValueError(f"{path} cannot be read as a MIRI flow ({error})") from error

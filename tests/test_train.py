@@ -163,9 +163,8 @@ def test_bad_settings_on_the_command_line_print_one_error_line_not_a_traceback(t
 def test_every_rounds_flow_is_saved_and_reproduces_its_round(tiny_config, ema):
     """With miri.ema > 0 the EMA weights impute and are saved as the flow; the checkpoint
     holds the trained weights only (loadable with or without EMA)."""
-    import hydra
-
     from miri_lightning import flow
+    from miri_lightning.nets import build_net
     from miri_lightning.snapshots import load_flow
 
     run = train(tiny_config("miri.rounds=2", f"miri.ema={ema}"))
@@ -180,7 +179,7 @@ def test_every_rounds_flow_is_saved_and_reproduces_its_round(tiny_config, ema):
     before = load_file(out / "imputed" / "round_001.safetensors")
     after = load_file(out / "imputed" / "round_002.safetensors")
     state, net_config = load_flow(out / "flows" / "round_002.safetensors")
-    net = hydra.utils.instantiate(net_config).eval()
+    net = build_net(net_config, "flow").eval()
     net.load_state_dict(state)
     with torch.no_grad():  # round 2's flow maps round 1's imputation onto round 2's, as in training
         parts = [

@@ -24,6 +24,17 @@ PRINTED_IMAGES = ("psnr_missing", "psnr_full", "rmse_missing", "ssim", "mmd")
 PRINTED_VECTORS = ("rmse_missing", "mae_missing", "mmd", "cluster_share")
 
 
+def training_channel_mean(imputed: Tensor, observed: Tensor, chunk: int = 4096) -> list[float]:
+    """(C,) mean of each channel over the observed entries of the store (N, C, ...), in chunks
+    of ``chunk`` items: the fill ``miri.init=mean`` gives new items (kept with each flow)."""
+    dims = [d for d in range(imputed.dim()) if d != 1]
+    sums = sum(
+        torch.where(observed[k : k + chunk], decode(imputed[k : k + chunk]), 0).double().sum(dims)
+        for k in range(0, imputed.shape[0], chunk)
+    )
+    return (sums / observed.sum(dims).clamp_min(1)).tolist()
+
+
 class MIRICallback(L.Callback):
     """Re-imputes every item with the round's velocity field, then logs and snapshots.
 
@@ -101,7 +112,8 @@ class MIRICallback(L.Callback):
         imputed = self.reimpute(trainer, pl_module, store.imputed, store.observed)
         datamodule.commit_round(round_index, imputed, write=trainer.is_global_zero)
         if trainer.is_global_zero and datamodule.output_dir is not None:
-            save_flow(datamodule.output_dir, round_index, pl_module.imputer(), pl_module.hparams.net)
+            fill_mean = training_channel_mean(store.imputed, store.observed)
+            save_flow(datamodule.output_dir, round_index, pl_module.imputer(), pl_module.hparams.net, fill_mean)
         log.info(f"round {round_index}: rank {trainer.global_rank} holds the store sha256 {tensor_digest(imputed)}")
         pl_module.log("round", float(round_index), logger=False)
         self._report(trainer, pl_module, datamodule.round, time.perf_counter() - self._round_started)
