@@ -2,20 +2,34 @@
 
 import os
 import sys
+import traceback
 from collections.abc import Callable
 
 from hydra.errors import InstantiationException
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+
+def _from_trainer_init(error: BaseException) -> bool:
+    """Whether ``error`` was raised while lightning.Trainer checked its arguments."""
+    return any(
+        frame.name == "__init__" and frame.filename.replace("\\", "/").endswith("lightning/pytorch/trainer/trainer.py")
+        for frame in traceback.extract_tb(error.__traceback__)
+    )
 
 
 def run_or_explain(work: Callable[[], object]) -> None:
     """Run ``work``; a ValueError, FloatingPointError or failed instantiation (bad settings,
-    files, a diverged run: the message says what to do) prints ``error: ...`` and exits 1.
-    ``HYDRA_FULL_ERROR=1`` re-raises it with its traceback."""
+    files, a diverged run: the message says what to do), or a ``trainer.*`` argument that
+    Lightning's Trainer rejects, prints ``error: ...`` and exits 1. ``HYDRA_FULL_ERROR=1``
+    re-raises it with its traceback."""
     try:
         work()
-    except (ValueError, FloatingPointError, InstantiationException) as error:
+    except (ValueError, FloatingPointError, InstantiationException, MisconfigurationException, TypeError) as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
+        if isinstance(error, TypeError | MisconfigurationException) and not _from_trainer_init(error):
+            raise
         cause = error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ else error
-        print(f"error: {cause}", file=sys.stderr)
+        prefix = "trainer.*: " if _from_trainer_init(error) else ""
+        print(f"error: {prefix}{cause}", file=sys.stderr)
         sys.exit(1)

@@ -18,6 +18,7 @@ from omegaconf.errors import InterpolationKeyError
 from miri_lightning.callbacks import MIRICallback
 from miri_lightning.data.datamodule import MIRIDataModule
 from miri_lightning.module import MIRIModule
+from miri_lightning.settings import check_trainer_args, check_types
 
 #: Warnings that Lightning and torch raise on every run and that tell a user nothing.
 KNOWN_NOISE = (
@@ -105,6 +106,8 @@ def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
     ``source``: images already in memory (anything with ``load() -> LoadedImages``), in
     place of ``cfg.data``'s ``_target_``."""
     quiet_known_warnings()
+    check_types(cfg)  # before anything is written or deleted
+    check_trainer_args(OmegaConf.to_container(cfg.trainer, resolve=True))
     output_dir = Path(cfg.output_dir)
     check_writable(output_dir)
     ckpt_path = resolve_ckpt_path(cfg, output_dir)
