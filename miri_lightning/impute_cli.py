@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.noise is not None and args.noise < 0:
             raise ValueError(f"--noise must be at least 0, got {args.noise}")
         flows = RunFlows(args.run, args.device, args.noise)
+        if flows.channels is None:
+            raise ValueError(f"{args.run} imputed vectors (a table): its imputed.csv holds the result")
         if args.input:
             names, x, observed = read_folder(args, flows.channels, flows.image_size)
         else:

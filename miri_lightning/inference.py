@@ -13,13 +13,14 @@ from torch import Tensor, nn
 
 from miri_lightning import flow
 from miri_lightning.nets import build_net
-from miri_lightning.snapshots import load_flow, read_flow_metadata
+from miri_lightning.snapshots import load_flow, read_flow_metadata, save_flow
 
 
 class RunFlows:
     """The velocity fields of rounds 1..R of a run, and how the run solved its ODE;
     ``sample_noise``: the σ of the noise on the deterministic fill of new draws (default: the
-    run's ``miri.sample_noise``, else its ``miri.init_noise``)."""
+    run's ``miri.sample_noise``, else its ``miri.init_noise``). Images (C, H, W) in [0, 1], or
+    vectors (d,) of a standardised table (an N(0, 1) fill, no clamping)."""
 
     def __init__(self, run_dir: str | Path, device: str | torch.device = "cpu", sample_noise: float | None = None):
         run_dir = Path(run_dir)
@@ -32,7 +33,8 @@ class RunFlows:
         config = run_dir / "config.yaml"
         if not config.is_file():
             raise ValueError(f"{config} does not exist: is {run_dir} a run directory of train.py?")
-        miri = OmegaConf.load(config).miri
+        self.config_text = config.read_text()
+        miri = OmegaConf.create(self.config_text).miri
         self.ode_steps, self.solver, self.init = int(miri.ode_steps), str(miri.solver), str(miri.init)
         if sample_noise is None:
             sample_noise = miri.get("sample_noise")
@@ -42,6 +44,7 @@ class RunFlows:
         #: the training set's per-channel mean of observed entries: the fill of miri.init=mean
         #: (None for flows written before format 2: then the new items' own mean is used)
         self.fill_mean = metadata[-1]["fill_mean"]
+        self.specs: list[dict] = []
         self.nets: list[nn.Module] = []
         for path in files:
             state, spec = load_flow(path)
@@ -50,14 +53,26 @@ class RunFlows:
                 net.load_state_dict(state)
             except RuntimeError as error:
                 raise ValueError(f"{path} holds weights that do not fit its network ({error})") from error
+            self.specs.append(spec)
             self.nets.append(net.to(device).eval())
-        if len(self.nets[0].item_shape) != 3:
-            raise ValueError(f"{run_dir} imputed vectors (a table): its imputed.csv holds the result")
-        self.channels, self.image_size = self.nets[0].channels, self.nets[0].image_size
+        self.item_shape = tuple(self.nets[0].item_shape)
+        images = len(self.item_shape) == 3
+        self.channels, self.image_size = (self.item_shape[0], self.item_shape[1]) if images else (None, None)
+        self.clamp = (0.0, 1.0) if images else None
         self.device = torch.device(device)
 
+    def save(self, path: str | Path) -> Path:
+        """Write ``config.yaml`` and ``flows/round_XXX.safetensors`` to folder ``path``: a run
+        directory that :class:`RunFlows` (and ``miri-impute``) read back."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.yaml").write_text(self.config_text)
+        for round_index, (net, spec) in enumerate(zip(self.nets, self.specs, strict=True), start=1):
+            save_flow(path, round_index, net, spec, self.fill_mean)
+        return path
+
     def deterministic_fill(self, x: Tensor, observed: Tensor) -> Tensor:
-        """The run's ``mean``/``interp``/``biharmonic`` fill of x (N, C, H, W) without noise;
+        """The run's ``mean``/``interp``/``biharmonic`` fill of x (N, *item) without noise;
         ``mean`` is the training set's channel mean (kept with the flows), as in round 0."""
         mean = None
         if self.init == "mean" and self.fill_mean is not None:
@@ -73,25 +88,28 @@ class RunFlows:
         batch_size: int = 256,
         base: Tensor | None = None,
     ) -> Tensor:
-        """One imputation of x (N, C, H, W) in [0, 1] (missing entries ignored): a round-0 fill
-        drawn from ``generator``, then every round's ODE in order; observed entries kept.
-        ``base``: the run's deterministic fill of x, when already computed (see :meth:`sample`)."""
+        """One imputation of x (N, *item) (missing entries ignored): a round-0 fill drawn from
+        ``generator`` (as the run's store drew it), then every round's ODE in order; observed
+        entries kept. ``base``: the run's deterministic fill of x, when already computed (see
+        :meth:`sample`)."""
+        if tuple(x.shape[1:]) != self.item_shape:
+            raise ValueError(f"the flows take items of shape {self.item_shape}, got {tuple(x.shape[1:])}")
         if self.init == "noise":
-            fill = flow.initial_fill(x, observed, "noise", generator)
+            fill = flow.initial_fill(x, observed, "noise", generator, clamp=self.clamp)
         else:
             if base is None:
                 base = self.deterministic_fill(x, observed)
-            fill = flow.perturb(base, observed, self.sample_noise, generator)
+            fill = flow.perturb(base, observed, self.sample_noise, generator, self.clamp)
         out = torch.empty_like(x)
         for k in range(0, x.shape[0], batch_size):
             y, o = fill[k : k + batch_size].to(self.device), observed[k : k + batch_size].to(self.device)
             for net in self.nets:
-                y = flow.impute(net, y, o, self.ode_steps, self.solver)
+                y = flow.impute(net, y, o, self.ode_steps, self.solver, self.clamp)
             out[k : k + batch_size] = y.cpu()
         return out
 
     def sample(self, x: Tensor, observed: Tensor, num_samples: int, seed: int = 0, batch_size: int = 256) -> Tensor:
-        """``num_samples`` imputations (K, N, C, H, W), each from its own initial fill (a
+        """``num_samples`` imputations (K, N, *item), each from its own initial fill (a
         deterministic fill is computed once, its noise drawn for each sample)."""
         if num_samples < 1:
             raise ValueError(f"num_samples must be at least 1, got {num_samples}")
