@@ -16,6 +16,12 @@ def test_paper_cifar10_builds_the_papers_network_and_schedule(tmp_path):
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs[0].in_channels == 3 * 3 + 1  # source view, partner view, mask, and t as a channel
     assert {c.out_channels for c in convs[:-1]} == {64} and len(convs) == 2 + 2 * 4  # 4 residual blocks
+    # as the reference builds it: conv–BatchNorm–ReLU blocks, convolutions without bias, ReLU
+    assert all(c.bias is None for c in convs)
+    assert len([m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]) == 1 + 2 * 4
+    assert any(isinstance(m, torch.nn.ReLU) for m in net.modules())
+    assert not any(isinstance(m, torch.nn.SiLU) for m in net.modules())
+    assert run.trainer.gradient_clip_val is None  # the reference does not clip
     assert run.trainer.max_epochs == 15
     assert (run.datamodule.steps_per_round, run.datamodule.batch_size, run.datamodule.init) == (9000, 500, "noise")
     assert (run.miri.ode_steps, run.miri.solver) == (100, "euler")
@@ -27,8 +33,12 @@ def test_paper_cifar10_builds_the_papers_network_and_schedule(tmp_path):
     "recipe", ["fast_cifar10", "paper_sample", "fast_sample", "quality_sample", "quality_cifar10", "quality_celeba"]
 )
 def test_every_recipe_composes_and_builds(tmp_path, recipe):
-    run, _ = build(compose_config([f"experiment={recipe}"], tmp_path / "run", base=QUIET))
-    assert run.trainer.max_epochs >= 1
+    cfg = compose_config([f"experiment={recipe}"], tmp_path / "run", base=QUIET)
+    run, _ = build(cfg)
+    assert run.trainer.max_epochs == cfg.miri.rounds
+    assert run.datamodule.steps_per_round == cfg.miri.steps_per_round
+    # only the paper's recipes leave gradients unclipped, as the reference does
+    assert (run.trainer.gradient_clip_val is None) == recipe.startswith("paper_")
 
 
 def test_paper_sample_builds_the_half_width_paper_network_and_lets_another_model_in(tmp_path):
@@ -36,6 +46,7 @@ def test_paper_sample_builds_the_half_width_paper_network_and_lets_another_model
     convs = [m for m in run.module.velocity.modules() if isinstance(m, torch.nn.Conv2d)]
     assert {c.out_channels for c in convs[:-1]} == {32} and len(convs) == 2 + 2 * 4
     assert run.module.hparams.reinit and run.module.hparams.lr == 0.01
+    assert run.trainer.gradient_clip_val is None
     swapped, _ = build(compose_config(["experiment=paper_sample", "model=unet_small"], tmp_path / "b", base=QUIET))
     assert not isinstance(swapped.module.velocity, ResidualCNN)
 

@@ -1,26 +1,36 @@
-"""The paper's velocity field for images: a plain residual CNN with t as an input channel."""
+"""The paper's velocity field for images: a residual CNN at full resolution with t as an input
+channel, built like the reference implementation (conv–BatchNorm–ReLU, convolutions without bias)."""
 
 import torch
 from torch import Tensor, nn
 
 
+def conv_bn(width_in: int, width_out: int) -> list[nn.Module]:
+    """A 3×3 convolution without bias (the BatchNorm after it has the shift) and its BatchNorm."""
+    return [nn.Conv2d(width_in, width_out, 3, padding=1, bias=False), nn.BatchNorm2d(width_out)]
+
+
 class ResidualBlock(nn.Module):
+    """relu(h + BN(conv(relu(BN(conv(h))))))."""
+
     def __init__(self, width: int):
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(width, width, 3, padding=1), nn.SiLU(), nn.Conv2d(width, width, 3, padding=1)
-        )
-        self.act = nn.SiLU()
+        self.body = nn.Sequential(*conv_bn(width, width), nn.ReLU(), *conv_bn(width, width))
+        self.act = nn.ReLU()
 
     def forward(self, h: Tensor) -> Tensor:
         return self.act(h + self.body(h))
 
 
 class ResidualCNN(nn.Module):
-    """v(a, b, o, t) for images, as in the paper's reference code: the source view, the
+    """v(a, b, o, t) for images, as the paper's reference code builds it: the source view, the
     partner view, the mask (3C channels, mapped to [-1, 1]) and t as a constant channel go
-    through a 3×3 convolution to ``width`` channels, ``blocks`` residual blocks at full
-    resolution, and a 3×3 convolution back to C; the output is multiplied by (1 - o)."""
+    through conv–BatchNorm–ReLU to ``width`` channels, ``blocks`` residual blocks
+    (conv–BN–ReLU–conv–BN plus the input, then ReLU) at full resolution, and a 3×3 convolution
+    back to C; every convolution is without bias; the output is multiplied by (1 - o).
+
+    BatchNorm normalises with the batch's statistics in training and with its running averages
+    when imputing (the MIRI callback and ``RunFlows`` put the net in eval mode)."""
 
     def __init__(self, channels: int, image_size: int, width: int = 64, blocks: int = 4):
         super().__init__()
@@ -28,10 +38,10 @@ class ResidualCNN(nn.Module):
             raise ValueError(f"model.width must be at least 1 and model.blocks at least 0, got {width} and {blocks}")
         self.channels, self.image_size = int(channels), int(image_size)
         self.net = nn.Sequential(
-            nn.Conv2d(3 * self.channels + 1, width, 3, padding=1),
-            nn.SiLU(),
+            *conv_bn(3 * self.channels + 1, width),
+            nn.ReLU(),
             *[ResidualBlock(width) for _ in range(blocks)],
-            nn.Conv2d(width, self.channels, 3, padding=1),
+            nn.Conv2d(width, self.channels, 3, padding=1, bias=False),
         )
 
     @property
