@@ -1,4 +1,4 @@
-"""The MIRI objective and the imputation ODE as plain torch functions (DESIGN.md §1).
+"""The MIRI objective and the imputation ODE as plain torch functions (docs/algorithm.md).
 
 Shapes: items are batched as ``(B, *item_shape)``, e.g. ``(B, C, H, W)`` for images;
 ``observed`` has the same shape as the items, 1 (True) = observed, 0 = missing; ``t`` is
@@ -54,7 +54,7 @@ def miri_loss(
 
     z0: the sources x̃_i (B, *item); z1: independently drawn partners x̃_j (B, *item);
     observed: the sources' masks o_i; t: (B,). Returns the scalar
-    Σ w (v(a, b, o, t) - (z1 - z0))² / Σ w with w = 1 - o (DESIGN.md §1).
+    Σ w (v(a, b, o, t) - (z1 - z0))² / Σ w with w = 1 - o (docs/algorithm.md).
     partner_observed: the partners' own masks o_j (B, *item); when given, w = (1 - o) ⊙ o_j:
     only entries whose target z1 is data, not the partner's own imputation, count
     (``miri.loss_on=partner_observed``, a departure from the paper).

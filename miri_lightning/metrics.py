@@ -37,7 +37,7 @@ def ssim(x: Tensor, truth: Tensor, batch_size: int = 1024) -> Tensor:
 
 
 def round_metrics(x: Tensor, truth: Tensor, observed: Tensor, mmd_items: int = 1000) -> dict[str, float]:
-    """The per-round scalars logged under ``round/`` (DESIGN.md §3); for vectors (N, d),
+    """The per-round scalars logged under ``round/`` (README.md, TensorBoard); for vectors (N, d),
     those that make sense in standardised units: RMSE and MAE on missing entries, MMD."""
     if x.dim() == 2:
         return {

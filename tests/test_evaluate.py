@@ -1,6 +1,7 @@
 """scripts/evaluate.py on a tiny finished run."""
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ def test_evaluate_writes_the_table_for_miri_and_the_baselines(tiny_config, tmp_p
         capture_output=True,
         text=True,
         timeout=300,
-        env={"TORCH_HOME": str(tmp_path / "no-weights"), "PATH": "/usr/bin:/bin"},
+        env={**os.environ, "TORCH_HOME": str(tmp_path / "no-weights")},
     )
     assert result.returncode == 0, result.stderr
     assert "FID skipped" in result.stdout and "weights-inception-2015-12-05-6726825d.pth" in result.stdout
@@ -44,7 +45,9 @@ def test_evaluate_writes_the_table_for_miri_and_the_baselines(tiny_config, tmp_p
         ("biharmonic", ""),
     ]
     assert all(r["fid"] == "" for r in rows)  # skipped, not invented
-    assert all(float(r["seconds"]) >= 0 for r in rows[2:])
+    # each baseline is timed on its own: scikit-image's biharmonic inpainting is far slower than a mean
+    seconds = {r["method"]: float(r["seconds"]) for r in rows[2:]}
+    assert seconds["biharmonic"] > 5 * seconds["mean"] > 0, seconds
     table = (out / "metrics.md").read_text().splitlines()
     assert len(table) == 2 + len(rows)
 

@@ -106,3 +106,77 @@ def test_loss_on_decides_which_entries_the_training_step_counts(tiny_config, los
     field = run.module.velocity
     assert loss.item() == pytest.approx(flow.miri_loss(field, source, partner, observed, t, counted).item())
     assert loss.item() != pytest.approx(flow.miri_loss(field, source, partner, observed, t, other).item())
+
+
+def run_with_probe(tiny_config, *overrides):
+    """Train one tiny round with a probe on the net's first convolution: per call, whether
+    gradients were on (training) or off (the re-imputation), the dtype it computed in, and
+    whether its input and weights were in channels-last layout."""
+    from miri_lightning.run import build
+
+    run, _ = build(tiny_config("miri.rounds=1", "miri.steps_per_round=2", *overrides))
+    conv = next(m for m in run.module.velocity.modules() if isinstance(m, torch.nn.Conv2d))
+    seen = []
+
+    def probe(module, args, out):
+        layout = torch.channels_last
+        seen.append(
+            (
+                torch.is_grad_enabled(),
+                out.dtype,
+                args[0].is_contiguous(memory_format=layout) and not args[0].is_contiguous(),
+                module.weight.is_contiguous(memory_format=layout) and not module.weight.is_contiguous(),
+            )
+        )
+
+    conv.register_forward_hook(probe)
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    training, imputing = [s for s in seen if s[0]], [s for s in seen if not s[0]]
+    assert training and imputing
+    return run, training, imputing
+
+
+@pytest.mark.parametrize("switch", ["plain", "bf16", "channels_last"])
+def test_each_switch_is_engaged_inside_the_net_in_training_and_imputation(tiny_config, switch):
+    """Not only harmless: bf16 autocast computes the convolutions in bfloat16 and channels-last
+    feeds them channels-last inputs and weights, in the training step and in the ODE pass (the
+    plain run is the control: float32, contiguous)."""
+    overrides = {"plain": [], "bf16": SWITCHES["bf16"][0], "channels_last": SWITCHES["channels_last"][0]}[switch]
+    _, training, imputing = run_with_probe(tiny_config, *overrides)
+    for calls in (training, imputing):
+        assert {dtype for _, dtype, _, _ in calls} == {torch.bfloat16 if switch == "bf16" else torch.float32}
+        assert {inp and weight for _, _, inp, weight in calls} == {switch == "channels_last"}
+
+
+@pytest.mark.slow
+def test_compile_switch_runs_the_compiled_field(tiny_config):
+    pytest.importorskip("torch._inductor")
+    run, _, _ = run_with_probe(tiny_config, "miri.compile=true")
+    assert run.module._compiled is not None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_fast_path_bf16_channels_last_store_on_device(tmp_path):
+    """On a GPU: the store lives on the device, the net computes in bfloat16 with channels-last
+    inputs, observed entries stay bit for bit, and the round improves on the fill."""
+    from conftest import TINY, compose_config
+
+    on_gpu = [o if o != "trainer=cpu" else "trainer=gpu" for o in TINY]
+    run, training, imputing = run_with_probe(
+        lambda *overrides: compose_config(list(overrides), tmp_path / "run", base=on_gpu),
+        "trainer.precision=bf16-mixed",
+        "miri.channels_last=true",
+        "miri.store_on_device=true",
+        "miri.steps_per_round=50",
+    )
+    store = run.datamodule.store
+    assert store.imputed.device.type == "cuda" and store.observed.device.type == "cuda"
+    for calls in (training, imputing):
+        assert {dtype for _, dtype, _, _ in calls} == {torch.bfloat16}
+        assert all(inp and weight for _, _, inp, weight in calls)
+    snapshot = load_file(run.output_dir / "imputed" / "round_001.safetensors")
+    truth, observed = decode(store.truth).cpu(), snapshot["observed"]
+    assert torch.equal(snapshot["imputed"][observed], truth[observed])
+    history = run.miri.history
+    assert history[-1]["psnr_missing"] > history[0]["psnr_missing"] + 1, history

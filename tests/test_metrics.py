@@ -36,7 +36,16 @@ def test_ssim_is_one_for_identical_images_and_lower_for_noisy_ones():
     assert metrics.ssim_missing(truth, truth, observed).item() == pytest.approx(1.0, abs=1e-5)
     x = noisy(truth, 0.2, observed, observed_error=0.0)
     assert metrics.ssim(x, truth).item() < 0.95
-    assert metrics.ssim_missing(x, truth, observed).item() < metrics.ssim(x, truth).item() + 0.05
+    # the SSIM map is read where entries are missing: with the left half missing (and noisy)
+    # and the right half exact, the two halves' averages differ widely and average to the whole
+    half = torch.ones_like(observed)
+    half[..., :8] = False
+    x = noisy(truth, 0.2, half, observed_error=0.0)
+    whole, left, right = (
+        m.item() for m in (metrics.ssim(x, truth), *(metrics.ssim_missing(x, truth, o) for o in (half, ~half)))
+    )
+    assert left < whole - 0.05 and right > whole + 0.05, (left, whole, right)
+    assert whole == pytest.approx((left + right) / 2, abs=1e-4)
 
 
 def reference_mmd(x, y):
