@@ -71,13 +71,10 @@ def test_the_python_api_refuses_a_type_error_before_writing(tiny_config, tmp_pat
 
 
 def test_sweep_jobs_are_named_by_their_swept_values_only():
-    jobs = sweep_jobs(
-        ["-m", "data.n=8", "miri.ema=0,0.99", "mask.rate=0.2,0.4", "ckpt_path=last", "hydra.verbose=true"]
-    )
-    assert sorted(jobs) == sorted(
-        [(f"miri.ema={e}", f"mask.rate={r}") for e in ("0", "0.99") for r in ("0.2", "0.4")]
-    ) or sorted(jobs) == sorted([(f"mask.rate={r}", f"miri.ema={e}") for e in ("0", "0.99") for r in ("0.2", "0.4")])
-    assert len(set(sweep_jobs(["miri.ema=0,0"]))) == 1
+    arguments = ["-m", "data.n=8", "miri.ema=0,0.99", "mask.rate=0.2,0.4", "ckpt_path=last", "hydra.verbose=true"]
+    jobs = {frozenset(job) for job in sweep_jobs(arguments)}
+    assert jobs == {frozenset({f"miri.ema={e}", f"mask.rate={r}"}) for e in ("0", "0.99") for r in ("0.2", "0.4")}
+    assert sweep_jobs(["miri.ema=0,0"]) == [("miri.ema=0",), ("miri.ema=0",)]  # a collision, seen
 
 
 def test_multirun_gives_every_job_its_own_directory_and_refuses_a_collision(tmp_path):

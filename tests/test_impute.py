@@ -6,9 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from miri_lightning import flow
 from miri_lightning.impute_cli import main
+from miri_lightning.inference import RunFlows
 from miri_lightning.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +66,15 @@ def test_cli_fills_holes_keeps_observed_pixels_and_shows_uncertainty(trained, tm
             assert all(np.array_equal(s, pixels) for s in samples)
     archive = np.load(out / "imputations.npz")
     assert archive["samples"].shape == (3, 3, 3, 16, 16) and list(archive["names"]) == list(images)
+    # the draws are the flows' work, not the fill alone: they equal RunFlows applied to the same
+    # seeded fills, and differ from those fills where pixels are missing
+    x = torch.from_numpy(np.stack([images[n] for n in images])).permute(0, 3, 1, 2).float() / 255
+    o = torch.from_numpy(archive["observed"])
+    expected = RunFlows(trained).sample(x, o, 3, seed=0)
+    assert np.allclose(archive["samples"], expected.numpy(), atol=1e-6)
+    fill = flow.initial_fill(x, o, "noise", torch.Generator().manual_seed(0))
+    moved = np.abs(archive["samples"][0] - fill.numpy())[~archive["observed"]].mean()
+    assert moved > 0.01, moved
 
 
 def test_cli_hole_colour_and_bad_inputs(trained, tmp_path, capsys):
