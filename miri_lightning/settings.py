@@ -21,8 +21,8 @@ SET_BY_RUN = {
 }
 
 #: ``trainer.*`` keys of the project's trainer configs that are not Lightning arguments (the
-#: run reads and removes them before building the Trainer).
-OWN_TRAINER_KEYS: tuple[str, ...] = ()
+#: run reads and removes them before building the Trainer): add a new one here.
+OWN_TRAINER_KEYS: tuple[str, ...] = ("float32_matmul_precision",)
 
 #: Groups of train.yaml whose scalar defaults fix the type a setting must have.
 TYPED_GROUPS = ("miri", "optim", "metrics", "checkpoint")

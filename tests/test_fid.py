@@ -44,11 +44,19 @@ def test_fid_of_a_set_with_itself_is_zero_and_grayscale_works(random_inception):
     assert fid(gray, (gray + 0.3).clamp(0, 1), features) > 1.0
 
 
-def test_round_fid_is_logged_every_round_on_grayscale_images(tiny_config, random_inception):
+def test_round_fid_is_logged_every_round_on_grayscale_images(tiny_config, random_inception, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "gray"
+    folder.mkdir()
+    for i, image in enumerate(sample_images(24, 16, seed=1)):
+        Image.fromarray(image.float().mean(0).round().byte().numpy()).save(folder / f"{i:02d}.png")
     run = train(
         tiny_config(
             "metrics.fid=true",
             f"metrics.fid_weights_path={random_inception}",
+            "data=folder",
+            f"data.root={folder}",
             "data.channels=1",
             "data.n=24",
             "metrics.max_images=12",
