@@ -30,6 +30,7 @@ def fit(tiny_config, reinit):
     run, _ = build(
         tiny_config(
             f"miri.reinit={reinit}",
+            "overwrite=true",
             "miri.init=biharmonic",
             "model.interp_inputs=biharmonic",
             "model.interp_skip=true",
