@@ -1,5 +1,6 @@
 """Builds a MIRI run from a composed Hydra config and trains it (the body of train.py)."""
 
+import logging
 import os
 import shutil
 import warnings
@@ -9,16 +10,19 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationKeyError
 
+from miri_lightning import ranks
 from miri_lightning.callbacks import MIRICallback
-from miri_lightning.data.datamodule import MIRIDataModule
+from miri_lightning.data.datamodule import MIRIDataModule, per_rank_batch
 from miri_lightning.module import MIRIModule
 from miri_lightning.settings import check_trainer_args, check_types
+
+log = logging.getLogger(__name__)
 
 #: Warnings that Lightning and torch raise on every run and that tell a user nothing.
 KNOWN_NOISE = (
@@ -44,18 +48,41 @@ class Run:
     output_dir: Path
 
 
+def config_rank(cfg: DictConfig) -> int:
+    """This process's global rank, from the launcher's environment (no Trainer yet)."""
+    return ranks.global_rank(cfg.trainer.get("num_nodes", 1), cfg.trainer.get("devices", 1))
+
+
 def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
-    """``ckpt_path``: null (new run), ``last`` (resume ``output_dir``) or a file."""
+    """``ckpt_path``: null (new run), ``last`` (resume ``output_dir``), ``auto`` (resume it if
+    it holds a run, else start it) or a file."""
     ckpt = cfg.ckpt_path
     last = output_dir / "last.ckpt"
+    if ckpt == "auto" or (ckpt is None and not cfg.overwrite):
+        refuse_mid_round_checkpoints(output_dir)
+    if ckpt == "auto":
+        if cfg.overwrite:
+            raise ValueError(
+                "ckpt_path=auto resumes the run in output_dir and overwrite=true would delete it: pass only one"
+            )
+        if last.exists():
+            return str(last)
+        rounds = [p for p in output_dir.glob("round_*.ckpt") if p.stem.removeprefix("round_").isdigit()]
+        if rounds:  # killed between a round's checkpoint and last.ckpt
+            return str(max(rounds, key=lambda p: int(p.stem.removeprefix("round_"))))
+        # nothing to resume: what a run killed before its first completed round left (its
+        # TensorBoard events, config) goes, so that the new start logs no duplicate points
+        if config_rank(cfg) == 0:
+            remove_run(output_dir)
+        return None
     if ckpt is None:
         if last.exists():
             if not cfg.overwrite:
                 raise ValueError(
-                    f"output_dir {output_dir} already holds a run ({last.name}): resume it with ckpt_path=last, "
-                    "pick another run_name, or pass overwrite=true to delete it"
+                    f"output_dir {output_dir} already holds a run ({last.name}): resume it with ckpt_path=last "
+                    "(or ckpt_path=auto), pick another run_name, or pass overwrite=true to delete it"
                 )
-            if rank_zero_only.rank == 0:  # DDP processes started by Lightning build the run again
+            if config_rank(cfg) == 0:  # every process of a DDP run builds the run
                 remove_run(output_dir)
         return None
     if ckpt == "last":
@@ -63,6 +90,19 @@ def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
             raise ValueError(f"ckpt_path=last, but {last} does not exist: there is no run to resume in output_dir")
         ckpt = last
     return str(ckpt)
+
+
+def refuse_mid_round_checkpoints(output_dir: Path) -> None:
+    """Under SLURM, Lightning resumes a run started without ``ckpt_path`` from the newest
+    ``hpc_ckpt_*.ckpt`` (its auto-requeue checkpoint, taken mid-round), where a MIRI round
+    cannot continue. This framework turns that checkpoint off; one left by other code is refused."""
+    mid_round = sorted(output_dir.glob("hpc_ckpt_*.ckpt"))
+    if mid_round:
+        raise ValueError(
+            f"output_dir {output_dir} holds {mid_round[0].name}, a mid-round checkpoint of Lightning's SLURM "
+            "auto-requeue, from which a MIRI round cannot continue: delete it (a resume starts from the last "
+            "completed round)"
+        )
 
 
 def remove_run(output_dir: Path) -> None:
@@ -169,9 +209,13 @@ def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
         metric_items=cfg.metrics.max_images,
         fid_weights=cfg.metrics.fid_weights_path if cfg.metrics.fid else False,
     )
-    if ckpt_path is None and rank_zero_only.rank == 0:  # a resumed run keeps the config it was started with
-        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if SLURMEnvironment.detect() and "plugins" not in trainer_args:
+        # Lightning's SLURM auto-requeue saves a checkpoint mid-round on the requeue signal and
+        # resumes from it, where the round's pair stream and EMA cannot continue: off. A requeued
+        # job (scripts/slurm/train.sbatch requeues itself) resumes with ckpt_path=auto from
+        # last.ckpt and repeats the interrupted round exactly.
+        trainer_args["plugins"] = [SLURMEnvironment(auto_requeue=False)]
     rounds = ModelCheckpoint(
         dirpath=str(output_dir),
         filename="round_{round:03.0f}",
@@ -201,6 +245,19 @@ def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
         limit_val_batches=0,
         num_sanity_val_steps=0,
     )
+    per_rank = per_rank_batch(miri.batch_size, trainer.world_size)
+    if trainer.global_rank != config_rank(cfg):
+        log.warning(
+            f"this process is rank {trainer.global_rank} but its launcher's environment says rank "
+            f"{config_rank(cfg)}: its log file and .hydra/ may be another rank's"
+        )
+    if trainer.is_global_zero:
+        log.info(
+            f"miri.batch_size {miri.batch_size} pairs per step: {trainer.world_size} rank(s) "
+            f"x {per_rank} pairs, each rank on its own stream (seed, round, rank)"
+        )
+        if ckpt_path is None:  # a resumed run keeps the config it was started with
+            OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     return Run(trainer, module, datamodule, callback, output_dir), ckpt_path
 
 

@@ -15,7 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from miri_lightning import CONFIG_DIR
+from miri_lightning import CONFIG_DIR, ranks  # noqa: F401 (ranks registers the resolvers that name log files)
 from miri_lightning.cli import run_or_explain
 
 #: Settings that change how a job runs, not which run it is: they never name its directory.

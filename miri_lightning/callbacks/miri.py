@@ -100,7 +100,11 @@ class MIRICallback(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._round_started = time.perf_counter()
         self._prune(trainer)
-        log.info(f"round {trainer.current_epoch + 1}: training {trainer.num_training_batches} steps")
+        batch = trainer.datamodule.batch_size
+        log.info(
+            f"round {trainer.current_epoch + 1}: training {trainer.num_training_batches} steps of "
+            f"{batch // trainer.world_size} pairs on rank {trainer.global_rank} (of {batch} in all)"
+        )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._prune(trainer)

@@ -1,5 +1,6 @@
 """The DataModule: holds the store (current imputation, masks, truth) and yields MIRI pairs."""
 
+import os
 from pathlib import Path
 
 import lightning as L
@@ -9,15 +10,34 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from miri_lightning import flow
 from miri_lightning.data.store import Store, build_store, decode
-from miri_lightning.snapshots import load_snapshot, save_snapshot, snapshot_path, tensor_digest
+from miri_lightning.snapshots import load_snapshot, save_atomically, save_snapshot, snapshot_path, tensor_digest
+
+#: Tests only: a folder where every rank writes the pair indices it draws each round
+#: (``pairs_round<k>_rank<r>.safetensors``, tensor ``pairs`` (steps, 2, batch): i then j).
+RECORD_PAIRS_ENV = "MIRI_RECORD_PAIRS"
+
+
+def per_rank_batch(batch_size: int, world_size: int) -> int:
+    """The pairs each of ``world_size`` ranks trains per step: ``miri.batch_size`` is the
+    global batch, split evenly (a world size that does not divide it is refused)."""
+    if batch_size % world_size:
+        multiple = -(-batch_size // world_size) * world_size
+        raise ValueError(
+            f"miri.batch_size={batch_size} is the global batch, split evenly over the world size of "
+            f"{world_size} ranks (trainer.devices x trainer.num_nodes), which does not divide it: set "
+            f"miri.batch_size to a multiple of {world_size} (e.g. {multiple})"
+        )
+    return batch_size // world_size
 
 
 class PairBatches(IterableDataset):
     """``steps`` batches of (source x̃_i, its mask o_i, partner x̃_j, its mask o_j) with i and j drawn
-    uniformly and independently, from a generator seeded with ``seed``."""
+    uniformly and independently, from a generator seeded with ``seed``. ``record``: a file where
+    the drawn indices are written once the last batch is drawn (tests)."""
 
-    def __init__(self, store: Store, batch_size: int, steps: int, seed: int):
+    def __init__(self, store: Store, batch_size: int, steps: int, seed: int, record: Path | None = None):
         self.store, self.batch_size, self.steps, self.seed = store, batch_size, steps, seed
+        self.record = record
 
     def __len__(self) -> int:
         return self.steps
@@ -25,9 +45,14 @@ class PairBatches(IterableDataset):
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed)
         n = len(self.store)
-        for _ in range(self.steps):
+        drawn = []
+        for step in range(self.steps):
             i = torch.randint(n, (self.batch_size,), generator=generator)
             j = torch.randint(n, (self.batch_size,), generator=generator)
+            if self.record is not None:
+                drawn.append(torch.stack([i, j]).cpu())
+                if step == self.steps - 1:
+                    save_atomically(self.record, {"pairs": torch.stack(drawn)})
             imputed = self.store.imputed
             observed = self.store.observed
             yield decode(imputed[i]), observed[i], decode(imputed[j]), observed[j]
@@ -85,13 +110,19 @@ class MIRIDataModule(L.LightningDataModule):
         self.store = build_store(self.source.load(), self.mask, self.init, self.seed, self.store_dtype, self.init_noise)
 
     def train_dataloader(self) -> DataLoader:
+        """This rank's batches of the round: ``batch_size / world size`` pairs per step, drawn
+        from its own stream, seeded by (seed, round, rank)."""
         trainer = self.trainer
         round_index = trainer.current_epoch if trainer is not None else self.round
         rank = trainer.global_rank if trainer is not None else 0
+        batch = per_rank_batch(self.batch_size, trainer.world_size if trainer is not None else 1)
         if self.store_on_device and trainer is not None:
             self.store.to(trainer.strategy.root_device)
-        pairs = PairBatches(self.store, self.batch_size, self.steps_per_round, round_seed(self.seed, round_index, rank))
-        return DataLoader(pairs, batch_size=None)
+        record = os.environ.get(RECORD_PAIRS_ENV)
+        if record:
+            record = Path(record) / f"pairs_round{round_index + 1:03d}_rank{rank}.safetensors"
+        seed = round_seed(self.seed, round_index, rank)
+        return DataLoader(PairBatches(self.store, batch, self.steps_per_round, seed, record or None), batch_size=None)
 
     def commit_round(self, round_index: int, imputed: Tensor, write: bool) -> None:
         """Make ``imputed`` the store of completed round ``round_index``; ``write`` (rank 0
