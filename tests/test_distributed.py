@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import compose_config
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from safetensors.torch import load_file
 
@@ -83,7 +84,7 @@ def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC_"))}
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+    return {**env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **extra}
 
 
 def start(out: Path, env: dict[str, str], *overrides: str, new_session: bool = False) -> subprocess.Popen:
@@ -159,17 +160,23 @@ def test_under_torchrun_each_rank_logs_to_its_file_and_only_rank_zero_writes_the
     assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
 
 
-def test_the_global_batch_divides_over_the_ranks_and_each_rank_draws_its_own_pairs(torchrun_run, tmp_path):
+def test_the_global_batch_divides_over_the_ranks_and_each_rank_draws_its_own_pairs(torchrun_run, tmp_path, monkeypatch):
     _, two_ranks, _ = torchrun_run
     one_rank = tmp_path / "pairs"
     one_rank.mkdir()
-    process = start(tmp_path / "one", base_env(**{RECORD_PAIRS_ENV: str(one_rank)}), "trainer=cpu", "miri.rounds=1")
-    finish([process], tmp_path / "one")
+    monkeypatch.setenv(RECORD_PAIRS_ENV, str(one_rank))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank of the 2-rank run (OMP_NUM_THREADS=1)
+    try:
+        train(compose_config(["trainer=cpu", "miri.rounds=1"], tmp_path / "one", base=COMMAND))  # the same run, 1 rank
+    finally:
+        torch.set_num_threads(threads)
     (alone,) = sorted(one_rank.iterdir())
     alone = load_file(alone)["pairs"]  # (steps, 2: i and j, batch)
     assert alone.shape == (STEPS, 2, 16)
     for round_index in (1, 2):
-        ranks = [load_file(two_ranks / f"pairs_round{round_index:03d}_rank{rank}.safetensors")["pairs"] for rank in (0, 1)]
+        files = [two_ranks / f"pairs_round{round_index:03d}_rank{rank}.safetensors" for rank in (0, 1)]
+        ranks = [load_file(path)["pairs"] for path in files]
         # the same pairs per round in all, half on each rank, from different streams
         assert [p.shape for p in ranks] == [(STEPS, 2, 8)] * 2
         assert sum(p[:, 0].numel() for p in ranks) == alone[:, 0].numel() == STEPS * 16
@@ -272,3 +279,44 @@ def test_lightnings_process_names_give_way_to_the_script_name_in_log_files(monke
         monkeypatch.delenv(key, raising=False)
     assert log_name("train_ddp_process_1", 1, 2) == "quality_rank1.log"
     assert log_name("train", 1, 2) == "train_rank1.log"
+
+
+def test_the_slurm_script_requeues_itself_on_the_signal_and_runs_the_auto_command(tmp_path):
+    """scripts/slurm/train.sbatch with stand-ins for srun (records its command, then waits
+    like a long step) and scontrol (records the call and ends the step, as a requeue does)."""
+    script = ROOT / "scripts" / "slurm" / "train.sbatch"
+    text = script.read_text()
+    for directive in ("--nodes=2", "--ntasks-per-node=8", "--gpus-per-node=8", "--requeue"):
+        assert f"#SBATCH {directive}\n" in text
+    (seconds,) = re.findall(r"#SBATCH --signal=B:USR1@(\d+)\n", text)  # to the batch shell, which requeues
+    assert int(seconds) >= 30
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(
+        f'#!/bin/bash\necho $$ > {tmp_path}/step.pid\necho "$@" > {tmp_path}/srun.txt\nexec sleep 60\n'
+    )
+    (bin_dir / "scontrol").write_text(
+        f'#!/bin/bash\necho "$@" > {tmp_path}/scontrol.txt\nkill $(cat {tmp_path}/step.pid)\n'
+    )
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = {
+        **base_env(),
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_JOB_ID": "777",
+        "SLURM_JOB_NODELIST": "n[1-2]",
+    }
+    job = subprocess.Popen(
+        ["bash", str(script), "data.root=/data"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
+    )
+    wait_for(lambda: (tmp_path / "srun.txt").exists(), "srun", [job], timeout=30)
+    command = (tmp_path / "srun.txt").read_text().split()
+    assert command[:2] == ["python", "train.py"] and command[-1] == "data.root=/data"
+    # the command composes with the real configs, and resumes or starts
+    cfg = compose_config(command[2:], tmp_path / "run", base=[])
+    assert (cfg.trainer.num_nodes, cfg.trainer.devices, cfg.trainer.strategy, cfg.ckpt_path) == (2, 8, "ddp", "auto")
+    assert cfg.data.name == "celeba"
+    job.send_signal(signal.SIGUSR1)
+    out, _ = job.communicate(timeout=30)  # the trap ran at once, not after the 60 s step
+    assert (tmp_path / "scontrol.txt").read_text().split() == ["requeue", "777"]
+    assert "requeueing" in out

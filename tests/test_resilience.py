@@ -115,7 +115,7 @@ def test_a_run_killed_mid_round_resumes_to_the_same_result(tmp_path, phase):
 def test_ddp_ranks_impute_disjoint_shards_and_end_with_identical_stores(tmp_path):
     out = tmp_path / "ddp"
     finish(launch(out, "trainer=ddp_cpu", "data.n=45", "miri.rounds=2", "miri.steps_per_round=4", "miri.ode_steps=3"))
-    logs = {0: (out / "train.log").read_text(), 1: (out / "train_ddp_process_1.log").read_text()}
+    logs = {rank: (out / f"train_rank{rank}.log").read_text() for rank in (0, 1)}
     for round_index in (1, 2):
         shards, digests = [], {}
         for rank, text in logs.items():
