@@ -85,7 +85,7 @@ def test_multirun_gives_every_job_its_own_directory_and_refuses_a_collision(tmp_
         job = sweep / f"miri.ema={ema}"
         assert (job / "last.ckpt").is_file() and (job / "flows" / "round_001.safetensors").is_file()
         assert f"ema: {ema}" in (job / "config.yaml").read_text()
-        assert (job / "train.log").is_file()
+        assert (job / "train_rank0.log").is_file()
     assert not (sweep / "last.ckpt").exists()
     # the same value twice: both jobs would share a directory, refused before either trains
     again = run_cli("-m", *TINY_CLI, f"output_dir={tmp_path / 'dup'}", "miri.ema=0.5,0.5", cwd=tmp_path)

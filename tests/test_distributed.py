@@ -271,13 +271,12 @@ def test_the_global_rank_comes_from_whichever_launcher_started_the_process(envir
     assert global_rank(num_nodes=2, devices=2, environ=environ) == rank
 
 
-def test_lightnings_process_names_give_way_to_the_script_name_in_log_files(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["scripts/quality.py"])
+def test_lightnings_process_names_give_way_to_the_job_name_in_log_files(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     for key in ("RANK", "SLURM_PROCID", "NODE_RANK"):
         monkeypatch.delenv(key, raising=False)
-    assert log_name("train_ddp_process_1", 1, 2) == "quality_rank1.log"
+    assert log_name("train_ddp_process_1", 1, 2) == "train_rank1.log"
     assert log_name("train", 1, 2) == "train_rank1.log"
 
 
