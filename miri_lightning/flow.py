@@ -3,7 +3,11 @@
 Shapes: items are batched as ``(B, *item_shape)``, e.g. ``(B, C, H, W)`` for images;
 ``observed`` has the same shape as the items, 1 (True) = observed, 0 = missing; ``t`` is
 ``(B,)`` in [0, 1]. A velocity field is any callable ``v(a, b, observed, t) -> (B, *item)``
-whose output is zero on observed entries.
+whose output is zero on observed entries. A field that uses an interpolation of the source
+view's observed entries (a function of the item alone: the source view's observed entries are
+the item's own, in training and along the imputation ODE) may take it precomputed, as the
+keyword ``source_interp`` (B, *item); :func:`miri_loss` and :func:`impute` pass it on when
+given.
 """
 
 from collections.abc import Callable
@@ -49,6 +53,7 @@ def miri_loss(
     observed: Tensor,
     t: Tensor,
     partner_observed: Tensor | None = None,
+    source_interp: Tensor | None = None,
 ) -> Tensor:
     """The rectified-flow loss of one MIRI round, over missing entries only.
 
@@ -64,7 +69,8 @@ def miri_loss(
     if partner_observed is not None:
         weight = weight & partner_observed.bool()
     weight = weight.to(z0.dtype)
-    error = (velocity(a, b, observed, t) - (z1 - z0)) ** 2
+    extra = {} if source_interp is None else {"source_interp": source_interp}
+    error = (velocity(a, b, observed, t, **extra) - (z1 - z0)) ** 2
     return (weight * error).sum() / weight.sum().clamp_min(1)
 
 
@@ -75,22 +81,25 @@ def impute(
     steps: int,
     solver: str = "euler",
     clamp: tuple[float, float] | None = (0.0, 1.0),
+    source_interp: Tensor | None = None,
 ) -> Tensor:
     """Solve the imputation ODE dy/ds = v(y, y, o, s) from s = 0 to 1.
 
     x: (B, *item) the current imputation (observed entries hold the data, missing ones the
     previous fill); observed: its mask. Returns y(1), (B, *item), equal to x bit for bit on
     observed entries, clamped to ``clamp`` on missing entries after each step (None: no
-    clamping, for standardised tables).
+    clamping, for standardised tables). source_interp: the interpolation of x's observed
+    entries (B, *item), passed to the field at every step (y's observed entries are x's).
     """
     if solver not in SOLVERS:
         raise ValueError(f"miri.solver must be one of {SOLVERS}, got {solver!r}")
     if steps < 1:
         raise ValueError(f"miri.ode_steps must be at least 1, got {steps}")
     o = observed.bool()
+    extra = {} if source_interp is None else {"source_interp": source_interp}
 
     def f(y: Tensor, s: float) -> Tensor:
-        return velocity(y, y, observed, torch.full((y.shape[0],), s, device=y.device, dtype=y.dtype))
+        return velocity(y, y, observed, torch.full((y.shape[0],), s, device=y.device, dtype=y.dtype), **extra)
 
     def settle(y: Tensor) -> Tensor:
         if clamp is not None:

@@ -14,7 +14,10 @@ from miri_lightning.snapshots import load_snapshot, save_snapshot, snapshot_path
 
 class PairBatches(IterableDataset):
     """``steps`` batches of (source x̃_i, its mask o_i, partner x̃_j, its mask o_j) with i and j drawn
-    uniformly and independently, from a generator seeded with ``seed``."""
+    uniformly and independently, from a generator seeded with ``seed``; with the source's
+    cached interpolation ``store.interp[i]`` as a fifth tensor when the store keeps one. The
+    indices are drawn on the store's device (no host round trip per step when the store is on
+    an accelerator); on the CPU the stream is the CPU generator's, as before."""
 
     def __init__(self, store: Store, batch_size: int, steps: int, seed: int):
         self.store, self.batch_size, self.steps, self.seed = store, batch_size, steps, seed
@@ -23,14 +26,17 @@ class PairBatches(IterableDataset):
         return self.steps
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed)
-        n = len(self.store)
+        store = self.store
+        device = store.imputed.device
+        generator = torch.Generator(device=device).manual_seed(self.seed)
+        n = len(store)
         for _ in range(self.steps):
-            i = torch.randint(n, (self.batch_size,), generator=generator)
-            j = torch.randint(n, (self.batch_size,), generator=generator)
-            imputed = self.store.imputed
-            observed = self.store.observed
-            yield decode(imputed[i]), observed[i], decode(imputed[j]), observed[j]
+            i = torch.randint(n, (self.batch_size,), generator=generator, device=device)
+            j = torch.randint(n, (self.batch_size,), generator=generator, device=device)
+            imputed = store.imputed
+            observed = store.observed
+            pairs = (decode(imputed[i]), observed[i], decode(imputed[j]), observed[j])
+            yield pairs if store.interp is None else (*pairs, store.interp[i])
 
 
 def round_seed(seed: int, round_index: int, rank: int, stream: int = 0) -> int:
