@@ -207,7 +207,8 @@ def _harmonic(sums: Tensor, weights: Tensor, iterations: int) -> Tensor:
     """Level of the coarse-to-fine solve: ``sums`` of observed values and their ``weights``
     (counts) per entry; entries with weight > 0 are known (their mean)."""
     known = weights > 0
-    target = sums / weights.clamp_min(1e-12)
+    target = sums / weights.clamp_min(1e-12)  # 0 where unknown: no sum there
+    free = (~known).to(sums.dtype)
     height, width = sums.shape[-2:]
     if height % 2 == 0 and width % 2 == 0 and min(height, width) >= 4:
         coarse = _harmonic(
@@ -217,13 +218,15 @@ def _harmonic(sums: Tensor, weights: Tensor, iterations: int) -> Tensor:
     else:
         total = weights.sum((-2, -1), keepdim=True)
         y = torch.where(total > 0, sums.sum((-2, -1), keepdim=True) / total.clamp_min(1e-12), 0.5).expand_as(sums)
-    y = torch.where(known, target, y)
+    # target + free ⊙ y is where(known, target, y) exactly (target is 0 where free is 1, and
+    # y ⊙ 0 = 0): one fused kernel instead of a masked select, several times faster on CPUs
+    y = torch.addcmul(target, y, free)
     for _ in range(iterations):
         padded = torch.nn.functional.pad(y, (1, 1, 1, 1), mode="replicate")
-        neighbours = (
-            padded[..., :-2, 1:-1] + padded[..., 2:, 1:-1] + padded[..., 1:-1, :-2] + padded[..., 1:-1, 2:]
-        ) / 4
-        y = torch.where(known, target, neighbours)
+        neighbours = padded[..., :-2, 1:-1] + padded[..., 2:, 1:-1]
+        neighbours += padded[..., 1:-1, :-2]
+        neighbours += padded[..., 1:-1, 2:]
+        y = torch.addcmul(target, neighbours, free, value=0.25)
     return y
 
 
@@ -243,14 +246,14 @@ def curvature_fill(x: Tensor, observed: Tensor, iterations: int = 100) -> Tensor
         return (a * b).sum((-2, -1), keepdim=True)
 
     r = -missing * _laplacian(_laplacian(u))
-    p, rr = r, dot(r, r)
-    for _ in range(iterations):
+    p, rr = r.clone(), dot(r, r)
+    for _ in range(iterations):  # in place where the arithmetic is the same: fewer allocations
         q = normal(p)
         alpha = rr / dot(p, q).clamp_min(1e-20)
-        u = u + alpha * p
-        r = r - alpha * q
+        u += alpha * p
+        r -= q.mul_(alpha)
         rr_next = dot(r, r)
-        p = r + (rr_next / rr.clamp_min(1e-20)) * p
+        p.mul_(rr_next / rr.clamp_min(1e-20)).add_(r)
         rr = rr_next
     return torch.where(observed.bool(), x, u)
 
@@ -259,5 +262,7 @@ def _laplacian(u: Tensor) -> Tensor:
     """The grid graph's Laplacian of images (..., H, W): Σ over in-image neighbours of
     (u_q - u_p); symmetric, zero on constants."""
     padded = torch.nn.functional.pad(u, (1, 1, 1, 1), mode="replicate")
-    neighbours = padded[..., :-2, 1:-1] + padded[..., 2:, 1:-1] + padded[..., 1:-1, :-2] + padded[..., 1:-1, 2:]
-    return neighbours - 4 * u
+    neighbours = padded[..., :-2, 1:-1] + padded[..., 2:, 1:-1]
+    neighbours += padded[..., 1:-1, :-2]
+    neighbours += padded[..., 1:-1, 2:]
+    return neighbours.sub_(4 * u)
