@@ -142,7 +142,7 @@ class MIRIModule(L.LightningModule):
         bad = {rank: step for rank, step in enumerate(firsts.tolist()) if step >= 0}
         checked, self._checked_step = self._checked_step, self.global_step
         if bad:
-            where = ", ".join(f"rank {rank} at step {step}" for rank, step in bad.items())
+            where = ", ".join(f"rank {rank} at step {step}" for rank, step in sorted(bad.items(), key=lambda kv: kv[1]))
             raise FloatingPointError(
                 f"train/loss is not finite in round {self.current_epoch + 1}, steps {checked}..{self.global_step - 1} "
                 f"(first: {where}): the run stops here; last.ckpt and the snapshots of the completed rounds are "
