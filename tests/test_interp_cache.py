@@ -83,3 +83,32 @@ def test_the_cache_is_the_interpolation_of_each_items_observed_entries(tiny_conf
     # a field without interpolation inputs keeps none
     cache_interpolation(store, lambda x, o: None, "cpu")
     assert store.interp is None
+
+
+def test_the_progress_bar_reads_the_loss_every_log_interval_not_every_step(tiny_config, monkeypatch):
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    reads = []
+    plain = RichProgressBar.get_metrics
+    monkeypatch.setattr(RichProgressBar, "get_metrics", lambda self, *a: reads.append(1) or plain(self, *a))
+    cfg = tiny_config("miri.rounds=1", "miri.steps_per_round=12", "trainer.log_every_n_steps=4")
+    cfg.trainer.enable_progress_bar = True
+    run, _ = build(cfg)
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    # each read converts the logged loss with .item(): a host sync on an accelerator
+    assert 3 <= len(reads) <= 5, len(reads)  # steps 4, 8, 12 and the round's end (not 12 reads)
+
+
+def test_compiled_ode_batches_are_padded_to_one_size_and_impute_the_same(tiny_config):
+    run, _ = build(tiny_config(*INTERP, "data.n=40", "miri.impute_batch_size=16"))
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    store, trainer, module = run.datamodule.store, run.trainer, run.module
+    sizes = []
+    module.velocity.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))
+    plain = run.miri.reimpute(trainer, module, store.imputed, store.observed, store.interp)
+    assert sorted(set(sizes)) == [8, 16]  # 40 items: 16, 16, 8
+    sizes.clear()
+    module.hparams.compile = True  # what the callback does for a compiled field (not compiled here)
+    padded = run.miri.reimpute(trainer, module, store.imputed, store.observed, store.interp)
+    assert set(sizes) == {16}  # the last batch padded: one shape, no recompilation
+    assert padded.shape == plain.shape and torch.allclose(padded, plain, atol=1e-6)
