@@ -45,18 +45,21 @@ WORK = Path(os.environ.get("MIRI_GPU_CHECK_DIR", ROOT / "checkpoints" / "gpu_che
 ROUNDS = 3
 
 #: The tiny run: 250 items, so that the last ODE batch (of 100) is padded.
+#: On the CPU (the dry run) a tinier one: 100 items of 16x16, a tiny U-Net, ODE batches of 40.
+SIZE = (
+    ["data.n=100", "data.image_size=16", "model=unet_tiny", "miri.batch_size=16", "miri.impute_batch_size=40"]
+    if ON_CPU
+    else ["data.n=250", "model=unet_small", "miri.batch_size=64", "miri.impute_batch_size=100"]
+)
 RUN = [
     "data=sample",
-    "data.n=250",
-    "model=unet_small",
+    *SIZE,
     "model.interp_inputs=biharmonic",
     "model.interp_skip=true",
     f"miri.rounds={ROUNDS}",
     f"miri.steps_per_round={os.environ.get('MIRI_GPU_CHECK_STEPS', '60')}",
-    "miri.batch_size=64",
     "miri.ode_steps=4",
     "miri.solver=heun",
-    "miri.impute_batch_size=100",
     "miri.ema=0.99",
     "miri.init=biharmonic",
     "miri.init_noise=0.03",

@@ -103,12 +103,17 @@ class MIRICallback(L.Callback):
                 self._features = inception_features(self.fid_weights or None, pl_module.device)
             except FileNotFoundError as error:
                 pl_module.print(f"round/fid skipped: {error}")
-        store = trainer.datamodule.store
-        if store.imputed.dim() == 4:  # images: the field may see each item's interpolation
-            cache_interpolation(store, getattr(pl_module.velocity, "interpolate_items", None), pl_module.device)
-        # the store as the run starts: the initial fill, or the round a resumed run restored
-        # (logged again: the resumed logger dropped the killed run's events from this step on)
-        self._report(trainer, pl_module, trainer.datamodule.round, None)
+        store, error = trainer.datamodule.store, None
+        try:
+            if store.imputed.dim() == 4:  # images: the field may see each item's interpolation
+                cache_interpolation(store, getattr(pl_module.velocity, "interpolate_items", None), pl_module.device)
+            # the store as the run starts: the initial fill, or the round a resumed run restored
+            # (logged again: the resumed logger dropped the killed run's events from this step on)
+            self._report(trainer, pl_module, trainer.datamodule.round, None)
+        except Exception as exception:
+            error = exception
+        code = torch.tensor(FAILED if error is not None else 0, device=pl_module.device)
+        stop_together(pl_module, trainer.world_size, code, error, "the start of training")
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._round_started = time.perf_counter()
