@@ -65,6 +65,9 @@ def test_cached_source_interpolation_gives_the_same_losses_and_imputation(tiny_c
     # solving it every step: both views per step, and once per ODE batch (2 batches of 32)
     assert sum(solves) == 64 + 5 * 16
     assert sum(solves_ref) == 5 * 2 * 16 + 64
+    # derived from the data alone: not saved with the run (a resumed run rebuilds it as it starts)
+    checkpoint = torch.load(tmp_path / "run" / "last.ckpt", weights_only=True)
+    assert all("interp" not in key for key in checkpoint["MIRIDataModule"])
 
 
 def test_the_cache_is_the_interpolation_of_each_items_observed_entries(tiny_config):
