@@ -67,7 +67,12 @@ def main(cfg: DictConfig) -> None:
             for name, variant in variants.items():
                 measured[name].append(benchmark(variant, b.steps, b.warmup))
         rows = [
-            {"recipe": cfg.run_name, "variant": "real loop, " + name, **median_row(runs)}
+            {
+                "recipe": cfg.run_name,
+                "variant": "real loop, " + name,
+                **median_row(runs),
+                "train_images_per_s_each": " ".join(f"{r['train_images_per_s']:.2f}" for r in runs),
+            }
             for name, runs in measured.items()
         ]
         if b.compare:
