@@ -33,6 +33,7 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from miri_lightning import CONFIG_DIR  # noqa: E402
 from miri_lightning.data.store import decode  # noqa: E402
 from miri_lightning.inference import RunFlows  # noqa: E402
 from miri_lightning.module import MIRIModule  # noqa: E402
@@ -84,7 +85,7 @@ def check(ok: bool, what: str) -> None:
 
 
 def config(name: str, extra: list[str]):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("train", overrides=[*RUN, *extra, f"output_dir={WORK / name}"])
 
 
