@@ -1,17 +1,21 @@
-"""Throughput, FLOPs and memory of a MIRI recipe's hot loops (training step, ODE step)."""
+"""Throughput, FLOPs and memory of a MIRI recipe: the real Lightning loop that ``train.py``
+runs (:func:`benchmark`), and a side loop of the bare training and ODE steps
+(:func:`side_loop`, an upper bound on their throughput: no Lightning, no callbacks)."""
 
+import copy
 import resource
 import statistics
 import time
 from collections.abc import Callable
 
+import lightning as L
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
 from miri_lightning import flow
 from miri_lightning.data.datamodule import PairBatches
-from miri_lightning.data.store import decode
+from miri_lightning.data.store import cache_interpolation, decode
 from miri_lightning.run import build, check_data
 
 #: Dense bf16 tensor-core peaks (FLOP/s, fp32 accumulate) of the devices we know, by a name
@@ -53,12 +57,147 @@ def flops(work: Callable[[], None]) -> int:
     return counter.get_total_flops()
 
 
-def benchmark(cfg: DictConfig, steps: int = 10, warmup: int = 3, repeats: int = 5) -> dict:
-    """One row of figures for the recipe ``cfg``: its model, data, batch sizes, ODE and
-    precision settings, on the accelerator the trainer config names (``cuda`` when
+class RoundClock(L.Callback):
+    """Times one round of the real loop: the training steps after ``warmup`` (the device
+    synchronised at the two ends only), the re-imputation pass of the MIRI callback, and the
+    round's end (the rest: commit, snapshot, flow, metrics, checkpoint). With ``warm_ode``
+    the callback's re-imputation runs once untimed first (compilation)."""
+
+    def __init__(self, warmup: int, warm_ode: bool):
+        self.warmup, self.warm_ode = warmup, warm_ode
+        self.marks: dict[str, float] = {}
+        self.reimpute_seconds: list[float] = []
+
+    def _mark(self, name: str, device: torch.device) -> None:
+        synchronize(device)
+        self.marks[name] = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._mark("round_start", pl_module.device)
+        # wrap the MIRI callback's re-imputation to time it
+        callback = next(c for c in trainer.callbacks if hasattr(c, "reimpute"))
+        plain = callback.reimpute
+
+        def timed_reimpute(*args, **kwargs):
+            synchronize(pl_module.device)
+            started = time.perf_counter()
+            result = plain(*args, **kwargs)
+            synchronize(pl_module.device)
+            self.reimpute_seconds.append(time.perf_counter() - started)
+            return result
+
+        callback.reimpute = timed_reimpute
+        self._callback, self._store = callback, trainer.datamodule.store
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx + 1 == self.warmup:
+            self._mark("timed_start", pl_module.device)
+        if batch_idx + 1 == trainer.num_training_batches:
+            self._mark("training_end", pl_module.device)
+            if self.warm_ode:
+                store = self._store
+                self._callback.reimpute(trainer, pl_module, store.imputed, store.observed, store.interp)
+                self._mark("warm_ode_end", pl_module.device)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._mark("round_end", pl_module.device)
+
+
+def benchmark(cfg: DictConfig, steps: int = 20, warmup: int = 5) -> dict:
+    """One row of figures for the recipe ``cfg``, measured in the real loop: ``train.py``'s
+    own run (:func:`~miri_lightning.run.build`: the trainer, every callback, logging, EMA,
+    gradient clipping, checkpointing, the progress bar) fitted for one round of ``warmup`` +
+    ``steps`` steps. Training images/s over the last ``steps`` steps; ODE image·steps/s of
+    the MIRI callback's real re-imputation of the whole store (a warm pass when compiled);
+    the round's wall-time split measured (training / re-imputation / round end) and
+    estimated for the recipe's own ``miri.steps_per_round``; FLOPs per training image and
+    per ODE step (torch's counter), achieved TFLOP/s and the fraction of the device's bf16
+    peak where known."""
+    if steps < 1 or warmup < 1:
+        raise ValueError(f"benchmark.steps and benchmark.warmup must be at least 1, got {steps} and {warmup}")
+    recipe_steps = int(cfg.miri.steps_per_round)
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.miri.rounds, cfg.miri.steps_per_round = 1, warmup + steps
+    run, _ = build(cfg)
+    check_data(run)
+    clock = RoundClock(warmup, warm_ode=bool(cfg.miri.compile))
+    run.trainer.callbacks.insert(0, clock)  # before the MIRI callback: its hooks run first
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    marks, miri, store = clock.marks, cfg.miri, run.datamodule.store
+    module = run.module
+    device = module.device
+    train_seconds = (marks["training_end"] - marks["timed_start"]) / steps
+    reimpute_seconds = clock.reimpute_seconds[-1]
+    evaluations = 2 if miri.solver == "heun" else 1
+    ode_rate = len(store) * miri.ode_steps * evaluations / reimpute_seconds
+    after_training = marks["round_end"] - marks.get("warm_ode_end", marks["training_end"])
+    round_end_seconds = after_training - reimpute_seconds
+    train_rate = miri.batch_size / train_seconds
+    train_flops, ode_flops = count_flops(module, store, miri.batch_size, miri.impute_batch_size, device)
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    peak = device_peak(device, precision)
+    achieved = train_flops * train_rate
+    recipe_training = recipe_steps * train_seconds
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "model": cfg.model._target_.rsplit(".", 1)[-1],
+        "parameters": sum(p.numel() for p in module.velocity.parameters()),
+        "precision": precision,
+        "compile": bool(miri.compile),
+        "batch": miri.batch_size,
+        "items": len(store),
+        "train_images_per_s": train_rate,
+        "ode_image_steps_per_s": ode_rate,
+        "measured_training_s": marks["training_end"] - marks["round_start"],
+        "measured_reimpute_s": reimpute_seconds,
+        "measured_round_end_s": round_end_seconds,
+        "round_training_s": recipe_training,
+        "round_reimpute_s": reimpute_seconds,
+        "round_end_s": round_end_seconds,
+        "round_seconds_estimate": recipe_training + reimpute_seconds + round_end_seconds,
+        "gflop_per_train_image": train_flops / 1e9,
+        "gflop_per_ode_step": ode_flops / 1e9,
+        "train_tflops": achieved / 1e12,
+        "peak_fraction": achieved / peak if peak else None,
+        "host_peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "gpu_peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+    }
+
+
+def count_flops(module, store, batch_size: int, impute_batch_size: int, device: torch.device) -> tuple[float, float]:
+    """FLOPs torch counts per training image (loss and backward of the uncompiled field, as
+    the real step runs it: the source view's interpolation taken from the store) and per ODE
+    image·step."""
+    velocity = module.velocity.to(device)
+    pairs = next(iter(PairBatches(store, batch_size, 1, seed=0)))
+    source, observed, partner, _, *cached = (module.layout(x.to(device)) for x in pairs)
+    t = torch.rand(source.shape[0], device=device)
+
+    def train_step() -> None:
+        flow.miri_loss(velocity, source, partner, observed, t, None, *cached).backward()
+
+    n = min(impute_batch_size, len(store))
+    x = module.layout(decode(store.imputed[:n]).to(device))
+    o = module.layout(store.observed[:n].to(device))
+    extra = {} if store.interp is None else {"source_interp": module.layout(store.interp[:n].to(device).float())}
+
+    @torch.no_grad()
+    def ode_step() -> None:
+        velocity(x, x, o, torch.full((n,), 0.5, device=device), **extra)
+
+    train = flops(train_step) / batch_size
+    velocity.zero_grad(set_to_none=True)
+    return train, flops(ode_step) / n
+
+
+def side_loop(cfg: DictConfig, steps: int = 10, warmup: int = 3, repeats: int = 5) -> dict:
+    """The bare hot loops outside Lightning, an upper bound on their throughput (the real
+    loop is :func:`benchmark`): the recipe's model, data, batch sizes, ODE and precision
+    settings, on the accelerator the trainer config names (``cuda`` when
     ``trainer.accelerator`` is gpu/cuda/auto and one is present). The training step is the
-    loss, backward and Adam step (not the EMA update, not logging); the round estimate adds
-    the ODE pass over the whole store."""
+    loss, backward and Adam step (no EMA update, no logging, no callbacks); the round estimate
+    adds the ODE pass over the whole store."""
     run, _ = build(cfg)
     check_data(run)
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
@@ -72,16 +211,18 @@ def benchmark(cfg: DictConfig, steps: int = 10, warmup: int = 3, repeats: int = 
         store.to(device)
     module.setup("fit")
     module.train()
+    interpolate = getattr(module.velocity, "interpolate_items", None)
+    cache_interpolation(store, interpolate if store.imputed.dim() == 4 else None, device)
     field = module._compiled if module._compiled is not None else module.velocity
     optimizer = module.configure_optimizers()
     batches = iter(PairBatches(store, miri.batch_size, 10**9, seed=0))
     generator = torch.Generator(device=device).manual_seed(0)
 
     def train_step() -> None:
-        source, observed, partner, _ = (module.layout(x.to(device, non_blocking=True)) for x in next(batches))
+        source, observed, partner, _, *cached = (module.layout(x.to(device, non_blocking=True)) for x in next(batches))
         t = torch.rand(source.shape[0], device=device, generator=generator)
         with autocast:
-            loss = flow.miri_loss(field, source, partner, observed, t)
+            loss = flow.miri_loss(field, source, partner, observed, t, None, *cached)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -94,11 +235,12 @@ def benchmark(cfg: DictConfig, steps: int = 10, warmup: int = 3, repeats: int = 
     x = module.layout(decode(store.imputed[:n]).to(device))
     o = module.layout(store.observed[:n].to(device))
     t = torch.full((n,), 0.5, device=device)
+    extra = {} if store.interp is None else {"source_interp": module.layout(store.interp[:n].to(device))}
 
     @torch.no_grad()
     def ode_step() -> None:
         with autocast:
-            field(x, x, o, t)
+            field(x, x, o, t, **extra)
 
     train_seconds = timed(train_steps, device, warmup, repeats) / steps
     ode_seconds = timed(ode_step, device, warmup, repeats)

@@ -3,7 +3,11 @@
 Shapes: items are batched as ``(B, *item_shape)``, e.g. ``(B, C, H, W)`` for images;
 ``observed`` has the same shape as the items, 1 (True) = observed, 0 = missing; ``t`` is
 ``(B,)`` in [0, 1]. A velocity field is any callable ``v(a, b, observed, t) -> (B, *item)``
-whose output is zero on observed entries.
+whose output is zero on observed entries. A field that uses an interpolation of the source
+view's observed entries (a function of the item alone: the source view's observed entries are
+the item's own, in training and along the imputation ODE) may take it precomputed, as the
+keyword ``source_interp`` (B, *item); :func:`miri_loss` and :func:`impute` pass it on when
+given.
 """
 
 from collections.abc import Callable
@@ -49,6 +53,7 @@ def miri_loss(
     observed: Tensor,
     t: Tensor,
     partner_observed: Tensor | None = None,
+    source_interp: Tensor | None = None,
 ) -> Tensor:
     """The rectified-flow loss of one MIRI round, over missing entries only.
 
@@ -64,7 +69,8 @@ def miri_loss(
     if partner_observed is not None:
         weight = weight & partner_observed.bool()
     weight = weight.to(z0.dtype)
-    error = (velocity(a, b, observed, t) - (z1 - z0)) ** 2
+    extra = {} if source_interp is None else {"source_interp": source_interp}
+    error = (velocity(a, b, observed, t, **extra) - (z1 - z0)) ** 2
     return (weight * error).sum() / weight.sum().clamp_min(1)
 
 
@@ -75,22 +81,25 @@ def impute(
     steps: int,
     solver: str = "euler",
     clamp: tuple[float, float] | None = (0.0, 1.0),
+    source_interp: Tensor | None = None,
 ) -> Tensor:
     """Solve the imputation ODE dy/ds = v(y, y, o, s) from s = 0 to 1.
 
     x: (B, *item) the current imputation (observed entries hold the data, missing ones the
     previous fill); observed: its mask. Returns y(1), (B, *item), equal to x bit for bit on
     observed entries, clamped to ``clamp`` on missing entries after each step (None: no
-    clamping, for standardised tables).
+    clamping, for standardised tables). source_interp: the interpolation of x's observed
+    entries (B, *item), passed to the field at every step (y's observed entries are x's).
     """
     if solver not in SOLVERS:
         raise ValueError(f"miri.solver must be one of {SOLVERS}, got {solver!r}")
     if steps < 1:
         raise ValueError(f"miri.ode_steps must be at least 1, got {steps}")
     o = observed.bool()
+    extra = {} if source_interp is None else {"source_interp": source_interp}
 
     def f(y: Tensor, s: float) -> Tensor:
-        return velocity(y, y, observed, torch.full((y.shape[0],), s, device=y.device, dtype=y.dtype))
+        return velocity(y, y, observed, torch.full((y.shape[0],), s, device=y.device, dtype=y.dtype), **extra)
 
     def settle(y: Tensor) -> Tensor:
         if clamp is not None:
@@ -198,7 +207,8 @@ def _harmonic(sums: Tensor, weights: Tensor, iterations: int) -> Tensor:
     """Level of the coarse-to-fine solve: ``sums`` of observed values and their ``weights``
     (counts) per entry; entries with weight > 0 are known (their mean)."""
     known = weights > 0
-    target = sums / weights.clamp_min(1e-12)
+    target = sums / weights.clamp_min(1e-12)  # 0 where unknown: no sum there
+    free = (~known).to(sums.dtype)
     height, width = sums.shape[-2:]
     if height % 2 == 0 and width % 2 == 0 and min(height, width) >= 4:
         coarse = _harmonic(
@@ -208,13 +218,15 @@ def _harmonic(sums: Tensor, weights: Tensor, iterations: int) -> Tensor:
     else:
         total = weights.sum((-2, -1), keepdim=True)
         y = torch.where(total > 0, sums.sum((-2, -1), keepdim=True) / total.clamp_min(1e-12), 0.5).expand_as(sums)
-    y = torch.where(known, target, y)
+    # target + free ⊙ y is where(known, target, y) exactly (target is 0 where free is 1, and
+    # y ⊙ 0 = 0): one fused kernel instead of a masked select, several times faster on CPUs
+    y = torch.addcmul(target, y, free)
     for _ in range(iterations):
         padded = torch.nn.functional.pad(y, (1, 1, 1, 1), mode="replicate")
-        neighbours = (
-            padded[..., :-2, 1:-1] + padded[..., 2:, 1:-1] + padded[..., 1:-1, :-2] + padded[..., 1:-1, 2:]
-        ) / 4
-        y = torch.where(known, target, neighbours)
+        neighbours = padded[..., :-2, 1:-1] + padded[..., 2:, 1:-1]
+        neighbours += padded[..., 1:-1, :-2]
+        neighbours += padded[..., 1:-1, 2:]
+        y = torch.addcmul(target, neighbours, free, value=0.25)
     return y
 
 
@@ -234,14 +246,14 @@ def curvature_fill(x: Tensor, observed: Tensor, iterations: int = 100) -> Tensor
         return (a * b).sum((-2, -1), keepdim=True)
 
     r = -missing * _laplacian(_laplacian(u))
-    p, rr = r, dot(r, r)
-    for _ in range(iterations):
+    p, rr = r.clone(), dot(r, r)
+    for _ in range(iterations):  # in place where the arithmetic is the same: fewer allocations
         q = normal(p)
         alpha = rr / dot(p, q).clamp_min(1e-20)
-        u = u + alpha * p
-        r = r - alpha * q
+        u += alpha * p
+        r -= q.mul_(alpha)
         rr_next = dot(r, r)
-        p = r + (rr_next / rr.clamp_min(1e-20)) * p
+        p.mul_(rr_next / rr.clamp_min(1e-20)).add_(r)
         rr = rr_next
     return torch.where(observed.bool(), x, u)
 
@@ -250,5 +262,7 @@ def _laplacian(u: Tensor) -> Tensor:
     """The grid graph's Laplacian of images (..., H, W): Σ over in-image neighbours of
     (u_q - u_p); symmetric, zero on constants."""
     padded = torch.nn.functional.pad(u, (1, 1, 1, 1), mode="replicate")
-    neighbours = padded[..., :-2, 1:-1] + padded[..., 2:, 1:-1] + padded[..., 1:-1, :-2] + padded[..., 1:-1, 2:]
-    return neighbours - 4 * u
+    neighbours = padded[..., :-2, 1:-1] + padded[..., 2:, 1:-1]
+    neighbours += padded[..., 1:-1, :-2]
+    neighbours += padded[..., 1:-1, 2:]
+    return neighbours.sub_(4 * u)

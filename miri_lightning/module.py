@@ -48,6 +48,13 @@ class MIRIModule(L.LightningModule):
     loss_on: ``missing`` (the paper: every entry missing in the source counts) or
     ``partner_observed`` (only those the partner observed: the targets are data, never the
     partner's own imputation; see :func:`flow.miri_loss`).
+
+    A non-finite training loss stops the run without a host synchronisation per step: each
+    step records, on the device, the first step of the round whose loss was not finite; the
+    record is read every ``trainer.log_every_n_steps`` steps (when Lightning logs anyway) and
+    at the round's last step, before the re-imputation and the round's checkpoint, and
+    all-gathered under DDP, so that every rank raises the same error at the same step
+    (:meth:`check_finite`).
     """
 
     def __init__(
@@ -76,6 +83,8 @@ class MIRIModule(L.LightningModule):
         self.save_hyperparameters()
         self.velocity = build_net(net, "model")
         self._times: torch.Generator | None = None  # the draws of t, seeded per round and rank
+        self._first_bad: Tensor | None = None  # the first step whose loss was not finite (-1: none)
+        self._checked_step = 0  # the steps before this one were checked finite
         self._ema_steps = 0
         # plain attributes, kept out of the state dict: the EMA copy restarts every round, and
         # the compiled callables wrap modules that are already registered
@@ -97,23 +106,48 @@ class MIRIModule(L.LightningModule):
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
-        source, observed, partner, partner_observed = (self.layout(x) for x in batch)
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        """batch: (source, its mask, partner, its mask), each (B, *item), and optionally the
+        sources' cached interpolation (B, *item) (see :class:`~miri_lightning.data.datamodule.PairBatches`)."""
+        source, observed, partner, partner_observed, *cached = (self.layout(x) for x in batch)
+        source_interp = cached[0] if cached else None
         t = torch.rand(source.shape[0], device=source.device, generator=self._times)
-        if self.hparams.flip:
-            source, observed = mirror((source, observed), self._times)
+        if self.hparams.flip:  # the cached interpolation is mirrored with its item
+            source, observed, *cached = mirror((source, observed, *cached), self._times)
+            source_interp = cached[0] if cached else None
             partner, partner_observed = mirror((partner, partner_observed), self._times)
         field = self._compiled if self._compiled is not None else self.velocity
         counted = partner_observed if self.hparams.loss_on == "partner_observed" else None
-        loss = flow.miri_loss(field, source, partner, observed, t, counted)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"train/loss is {loss.item()} in round {self.current_epoch + 1}, step {self.global_step}: the run "
-                "stops here; last.ckpt and the snapshots of the completed rounds are intact. Lower optim.lr and "
-                "resume with ckpt_path=last"
-            )
+        loss = flow.miri_loss(field, source, partner, observed, t, counted, source_interp)
+        self.note_finite(loss)
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def note_finite(self, loss: Tensor) -> None:
+        """Record on the loss's device, without a host sync, whether this step's loss is the
+        round's first non-finite one."""
+        first = self._first_bad
+        if first is None or first.device != loss.device:
+            first = torch.full((), -1, dtype=torch.long, device=loss.device)
+        bad = ~torch.isfinite(loss.detach())
+        self._first_bad = torch.where(bad & (first < 0), self.global_step, first)
+
+    def check_finite(self) -> None:
+        """Read the record of non-finite losses (a host sync; under DDP an all-gather, so every
+        rank raises together) and stop the run if any rank had one."""
+        if self._first_bad is None:
+            return
+        first = self._first_bad
+        firsts = self.all_gather(first).reshape(-1) if self.trainer.world_size > 1 else first.reshape(1)
+        bad = {rank: step for rank, step in enumerate(firsts.tolist()) if step >= 0}
+        checked, self._checked_step = self._checked_step, self.global_step
+        if bad:
+            where = ", ".join(f"rank {rank} at step {step}" for rank, step in sorted(bad.items(), key=lambda kv: kv[1]))
+            raise FloatingPointError(
+                f"train/loss is not finite in round {self.current_epoch + 1}, steps {checked}..{self.global_step - 1} "
+                f"(first: {where}): the run stops here; last.ckpt and the snapshots of the completed rounds are "
+                "intact. Lower optim.lr and resume with ckpt_path=last"
+            )
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         if self.hparams.schedule == "cosine":
@@ -133,6 +167,8 @@ class MIRIModule(L.LightningModule):
             self.reset_velocity(round_index)
         seed = round_seed(self.hparams.seed, round_index, self.global_rank, stream=1)
         self._times = torch.Generator(device=self.device).manual_seed(seed)
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._checked_step = self.global_step
         if self.hparams.ema:
             if self._ema is None:
                 object.__setattr__(self, "_ema", copy.deepcopy(self.velocity).requires_grad_(False).eval())
@@ -149,6 +185,9 @@ class MIRIModule(L.LightningModule):
             self._ema_pairs = ([a for a, _ in floats], [c for _, c in floats])
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        trainer = self.trainer
+        if (batch_idx + 1) % max(trainer.log_every_n_steps, 1) == 0 or batch_idx + 1 == trainer.num_training_batches:
+            self.check_finite()
         if self._ema is None:
             return
         decay = min(self.hparams.ema, (1 + self._ema_steps) / (10 + self._ema_steps))

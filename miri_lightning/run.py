@@ -11,13 +11,14 @@ import hydra
 import lightning as L
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationKeyError
 
 from miri_lightning import ranks
 from miri_lightning.callbacks import MIRICallback
+from miri_lightning.callbacks.progress import ProgressBar
 from miri_lightning.data.datamodule import MIRIDataModule, per_rank_batch
 from miri_lightning.module import MIRIModule
 from miri_lightning.settings import check_trainer_args, check_types
@@ -216,6 +217,15 @@ def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
         # job (scripts/slurm/train.sbatch requeues itself) resumes with ckpt_path=auto from
         # last.ckpt and repeats the interrupted round exactly.
         trainer_args["plugins"] = [SLURMEnvironment(auto_requeue=False)]
+    # not a Trainer argument: the GPU configs ask for TF32 matmuls ("high"), which fp32 runs
+    # (and the fp32 parts of bf16 runs) otherwise leave at full fp32 ("highest")
+    matmul_precision = trainer_args.pop("float32_matmul_precision", None)
+    if matmul_precision is not None:
+        if matmul_precision not in ("highest", "high", "medium"):
+            raise ValueError(
+                f"trainer.float32_matmul_precision must be highest, high or medium, got {matmul_precision!r}"
+            )
+        torch.set_float32_matmul_precision(matmul_precision)
     rounds = ModelCheckpoint(
         dirpath=str(output_dir),
         filename="round_{round:03.0f}",
@@ -227,7 +237,7 @@ def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
     )
     callbacks = [callback, rounds]
     if trainer_args.get("enable_progress_bar", True):
-        callbacks.append(RichProgressBar())
+        callbacks.append(ProgressBar(every=trainer_args.get("log_every_n_steps", 50)))
     trainer = L.Trainer(
         **trainer_args,
         max_epochs=miri.rounds,

@@ -58,8 +58,17 @@ def test_paper_and_fast_sample_share_data_and_masks(tmp_path):
 
 
 def test_benchmark_counts_a_training_image_as_about_three_forward_passes(tmp_path):
-    row = benchmark(compose_config([], tmp_path / "run"), steps=2, warmup=1, repeats=2)
+    row = benchmark(compose_config(["miri.steps_per_round=100"], tmp_path / "run"), steps=2, warmup=1)
     assert row["train_images_per_s"] > 0 and row["ode_image_steps_per_s"] > 0
+    # the real loop ran: one round of warmup + steps, its snapshot and checkpoint written
+    assert (tmp_path / "run" / "imputed" / "round_001.safetensors").exists() and (
+        tmp_path / "run" / "last.ckpt"
+    ).exists()
+    assert row["round_training_s"] == pytest.approx(100 * 16 / row["train_images_per_s"])  # the recipe's 100 steps
+    assert row["round_seconds_estimate"] == pytest.approx(
+        row["round_training_s"] + row["round_reimpute_s"] + row["round_end_s"]
+    )
+    assert row["round_reimpute_s"] > 0 and row["round_end_s"] > 0
     ratio = row["gflop_per_train_image"] / row["gflop_per_ode_step"]
     assert 2.5 < ratio < 3.5, ratio  # forward + backward (about twice the forward)
     assert row["train_tflops"] == pytest.approx(row["gflop_per_train_image"] * row["train_images_per_s"] / 1e3)

@@ -12,7 +12,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from miri_lightning import flow, metrics
-from miri_lightning.data.store import decode, encode
+from miri_lightning.data.store import cache_interpolation, decode, encode
 from miri_lightning.fid import fid, inception_features
 from miri_lightning.mine import mine_estimate
 from miri_lightning.snapshots import prune_snapshots, save_flow, tensor_digest
@@ -47,6 +47,16 @@ class MIRICallback(L.Callback):
     ``fid_weights`` not False, ``round/fid`` (skipped with one line when the Inception
     weights are absent). Snapshots older than the last
     ``keep_rounds`` rounds are deleted once a newer checkpoint exists (-1 keeps all).
+
+    When the velocity field sees interpolations of the views (``model.interp_inputs``), the
+    callback solves each item's once as training starts (or resumes) and keeps it with the
+    store (:func:`~miri_lightning.data.store.cache_interpolation`); training steps and the
+    ODE then take it instead of solving it. With ``miri.compile`` every ODE batch is padded
+    to the same size, so that the last one does not recompile the field.
+
+    A fault on one rank stops every rank: the re-imputation's and the round end's outcome
+    (fine, non-finite, an exception) is all-gathered before any rank goes on, and every rank
+    raises (the failing rank its own error), so that none is left waiting in a collective.
     """
 
     def __init__(
@@ -93,9 +103,17 @@ class MIRICallback(L.Callback):
                 self._features = inception_features(self.fid_weights or None, pl_module.device)
             except FileNotFoundError as error:
                 pl_module.print(f"round/fid skipped: {error}")
-        # the store as the run starts: the initial fill, or the round a resumed run restored
-        # (logged again: the resumed logger dropped the killed run's events from this step on)
-        self._report(trainer, pl_module, trainer.datamodule.round, None)
+        store, error = trainer.datamodule.store, None
+        try:
+            if store.imputed.dim() == 4:  # images: the field may see each item's interpolation
+                cache_interpolation(store, getattr(pl_module.velocity, "interpolate_items", None), pl_module.device)
+            # the store as the run starts: the initial fill, or the round a resumed run restored
+            # (logged again: the resumed logger dropped the killed run's events from this step on)
+            self._report(trainer, pl_module, trainer.datamodule.round, None)
+        except Exception as exception:
+            error = exception
+        code = torch.tensor(FAILED if error is not None else 0, device=pl_module.device)
+        stop_together(pl_module, trainer.world_size, code, error, "the start of training")
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._round_started = time.perf_counter()
@@ -113,20 +131,34 @@ class MIRICallback(L.Callback):
         datamodule = trainer.datamodule
         store = datamodule.store
         round_index = trainer.current_epoch + 1
-        imputed = self.reimpute(trainer, pl_module, store.imputed, store.observed)
-        datamodule.commit_round(round_index, imputed, write=trainer.is_global_zero)
-        if trainer.is_global_zero and datamodule.output_dir is not None:
-            fill_mean = training_channel_mean(store.imputed, store.observed)
-            save_flow(datamodule.output_dir, round_index, pl_module.imputer(), pl_module.hparams.net, fill_mean)
-        log.info(f"round {round_index}: rank {trainer.global_rank} holds the store sha256 {tensor_digest(imputed)}")
-        pl_module.log("round", float(round_index), logger=False)
-        self._report(trainer, pl_module, datamodule.round, time.perf_counter() - self._round_started)
+        imputed = self.reimpute(trainer, pl_module, store.imputed, store.observed, store.interp)
+        error = None
+        try:
+            datamodule.commit_round(round_index, imputed, write=trainer.is_global_zero)
+            if trainer.is_global_zero and datamodule.output_dir is not None:
+                fill_mean = training_channel_mean(store.imputed, store.observed)
+                save_flow(datamodule.output_dir, round_index, pl_module.imputer(), pl_module.hparams.net, fill_mean)
+            log.info(f"round {round_index}: rank {trainer.global_rank} holds the store sha256 {tensor_digest(imputed)}")
+            pl_module.log("round", float(round_index), logger=False)
+            self._report(trainer, pl_module, datamodule.round, time.perf_counter() - self._round_started)
+        except Exception as exception:
+            error = exception
+        code = torch.tensor(FAILED if error is not None else 0, device=pl_module.device)
+        stop_together(pl_module, trainer.world_size, code, error, f"the end of round {round_index}")
 
     # -- the re-imputation ---------------------------------------------------------------
 
     @torch.no_grad()
-    def reimpute(self, trainer: L.Trainer, pl_module: L.LightningModule, imputed: Tensor, observed: Tensor) -> Tensor:
-        """Solve the imputation ODE for every item; returns the new (N, ...) imputation."""
+    def reimpute(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        imputed: Tensor,
+        observed: Tensor,
+        interp: Tensor | None = None,
+    ) -> Tensor:
+        """Solve the imputation ODE for every item; returns the new (N, ...) imputation.
+        ``interp``: the store's cached interpolation of each item (N, ...), or None."""
         n, world, rank = imputed.shape[0], trainer.world_size, trainer.global_rank
         shard = math.ceil(n / world)
         start, stop = min(rank * shard, n), min((rank + 1) * shard, n)
@@ -136,29 +168,35 @@ class MIRICallback(L.Callback):
         )
         velocity, clamp = pl_module.imputer(), trainer.datamodule.store.clamp
         field = pl_module.imputer_call()  # compiled with miri.compile
+        # compiled: every batch the same size (the last one padded), so that none recompiles
+        size = min(self.impute_batch_size, shard) if getattr(pl_module.hparams, "compile", False) else None
         was_training = velocity.training
         velocity.eval()
         parts, finite = [], torch.ones((), dtype=torch.bool, device=pl_module.device)
-        with _progress(
-            trainer, f"imputing {stop - start} items", math.ceil((stop - start) / self.impute_batch_size)
-        ) as advance:
-            for begin in range(start, stop, self.impute_batch_size):
-                end = min(begin + self.impute_batch_size, stop)
-                x = pl_module.layout(decode(imputed[begin:end].to(pl_module.device)))
-                o = pl_module.layout(observed[begin:end].to(pl_module.device))
-                with trainer.precision_plugin.forward_context():  # bf16 autocast with trainer.precision=bf16-mixed
-                    y = flow.impute(field, x, o, self.ode_steps, self.solver, clamp)
-                finite &= torch.isfinite(y).all()
-                parts.append(encode(y, imputed.dtype).to(imputed.device))
-                advance()
+        error = None
+        try:
+            with _progress(
+                trainer, f"imputing {stop - start} items", math.ceil((stop - start) / self.impute_batch_size)
+            ) as advance:
+                for begin in range(start, stop, self.impute_batch_size):
+                    end = min(begin + self.impute_batch_size, stop)
+                    batch = [decode(imputed[begin:end].to(pl_module.device)), observed[begin:end].to(pl_module.device)]
+                    if interp is not None:
+                        batch.append(interp[begin:end].to(pl_module.device))
+                    if size is not None:
+                        batch = [pad_rows(x, size) for x in batch]
+                    x, o, *cached = (pl_module.layout(v) for v in batch)
+                    with trainer.precision_plugin.forward_context():  # bf16 autocast with trainer.precision=bf16-mixed
+                        y = flow.impute(field, x, o, self.ode_steps, self.solver, clamp, *cached)[: end - begin]
+                    finite &= torch.isfinite(y).all()
+                    parts.append(encode(y, imputed.dtype).to(imputed.device))
+                    advance()
+        except Exception as exception:
+            error = exception
         velocity.train(was_training)
         # every rank learns whether any rank failed, so that none is left waiting in a collective
-        if not (pl_module.all_gather(finite).all() if world > 1 else finite):
-            raise FloatingPointError(
-                f"the imputation of round {trainer.current_epoch + 1} holds NaN or infinite values: the run stops; "
-                "last.ckpt and the snapshots of the completed rounds are intact. Lower optim.lr and resume with "
-                "ckpt_path=last"
-            )
+        code = torch.tensor(FAILED, device=pl_module.device) if error is not None else (~finite).long() * NON_FINITE
+        stop_together(pl_module, world, code, error, f"the re-imputation of round {trainer.current_epoch + 1}")
         mine = torch.cat(parts) if parts else imputed[:0]
         if world == 1:
             return mine
@@ -248,6 +286,37 @@ class MIRICallback(L.Callback):
         if images.shape[1] not in (1, 3):
             images = images[:, :1]
         return make_grid(images, nrow=per_row, padding=1, pad_value=1.0)
+
+
+#: Outcomes of a rank's part of a collective step: all-gathered by :func:`stop_together`.
+NON_FINITE, FAILED = 1, 2
+
+
+def stop_together(pl_module: L.LightningModule, world: int, code: Tensor, error: Exception | None, what: str) -> None:
+    """All-gather every rank's outcome ``code`` (0: fine, NON_FINITE, FAILED; a scalar tensor)
+    of ``what`` and raise on every rank if any rank's is not fine: a failing rank re-raises its
+    own ``error``, the others a RuntimeError naming it. A collective: every rank must call it
+    at the same point, whatever happened before."""
+    codes = pl_module.all_gather(code).reshape(-1).tolist() if world > 1 else [int(code)]
+    if error is not None:
+        raise error
+    failed = [rank for rank, c in enumerate(codes) if c == FAILED]
+    if failed:
+        raise RuntimeError(
+            f"rank {', '.join(map(str, failed))} failed in {what} (its error is in its log): every rank stops; "
+            "last.ckpt and the snapshots of the completed rounds are intact; resume with ckpt_path=last"
+        )
+    if any(c == NON_FINITE for c in codes):
+        raise FloatingPointError(
+            f"{what} holds NaN or infinite values: the run stops; last.ckpt and the snapshots of the completed "
+            "rounds are intact. Lower optim.lr and resume with ckpt_path=last"
+        )
+
+
+def pad_rows(x: Tensor, size: int) -> Tensor:
+    """x (B, ...) with B ≤ size, its first row repeated to ``size`` rows."""
+    missing = size - x.shape[0]
+    return x if missing <= 0 else torch.cat([x, x[:1].expand(missing, *x.shape[1:])])
 
 
 @contextlib.contextmanager

@@ -32,8 +32,11 @@ def per_rank_batch(batch_size: int, world_size: int) -> int:
 
 class PairBatches(IterableDataset):
     """``steps`` batches of (source x̃_i, its mask o_i, partner x̃_j, its mask o_j) with i and j drawn
-    uniformly and independently, from a generator seeded with ``seed``. ``record``: a file where
-    the drawn indices are written once the last batch is drawn (tests)."""
+    uniformly and independently, from a generator seeded with ``seed``; with the source's
+    cached interpolation ``store.interp[i]`` as a fifth tensor when the store keeps one. The
+    indices are drawn on the store's device (no host round trip per step when the store is on
+    an accelerator); on the CPU the stream is the CPU generator's, as before. ``record``: a file
+    where the drawn indices are written once the last batch is drawn (tests)."""
 
     def __init__(self, store: Store, batch_size: int, steps: int, seed: int, record: Path | None = None):
         self.store, self.batch_size, self.steps, self.seed = store, batch_size, steps, seed
@@ -43,19 +46,22 @@ class PairBatches(IterableDataset):
         return self.steps
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed)
-        n = len(self.store)
+        store = self.store
+        device = store.imputed.device
+        generator = torch.Generator(device=device).manual_seed(self.seed)
+        n = len(store)
         drawn = []
         for step in range(self.steps):
-            i = torch.randint(n, (self.batch_size,), generator=generator)
-            j = torch.randint(n, (self.batch_size,), generator=generator)
+            i = torch.randint(n, (self.batch_size,), generator=generator, device=device)
+            j = torch.randint(n, (self.batch_size,), generator=generator, device=device)
             if self.record is not None:
                 drawn.append(torch.stack([i, j]).cpu())
                 if step == self.steps - 1:
                     save_atomically(self.record, {"pairs": torch.stack(drawn)})
-            imputed = self.store.imputed
-            observed = self.store.observed
-            yield decode(imputed[i]), observed[i], decode(imputed[j]), observed[j]
+            imputed = store.imputed
+            observed = store.observed
+            pairs = (decode(imputed[i]), observed[i], decode(imputed[j]), observed[j])
+            yield pairs if store.interp is None else (*pairs, store.interp[i])
 
 
 def round_seed(seed: int, round_index: int, rank: int, stream: int = 0) -> int:

@@ -98,12 +98,22 @@ class ConditionalUNet(nn.Module):
             nn.init.zeros_(self.unet.conv_out.weight)
             nn.init.zeros_(self.unet.conv_out.bias)
 
+    def interpolate_items(self, x: Tensor, observed: Tensor) -> Tensor | None:
+        """The interpolation of items' observed entries (N, C, H, W) that the U-Net sees as
+        the source view's (``interp_inputs``), or None without interpolation inputs. It
+        depends on the item alone: the store keeps it per item and passes it to
+        :meth:`forward` as ``source_interp``, so that only the partner view's is solved per
+        training step, and none along the imputation ODE."""
+        return None if self.interp is None else self.interp(x, observed)
+
     @torch.compiler.disable
     def interpolations(self, a: Tensor, b: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
-        """interp(a), interp(b). They depend on the views' observed entries only, which stay
-        put along the imputation ODE (there a is b): the last batch's are kept and reused
-        while its mask and observed values are the same (checked), instead of solved at every
-        step."""
+        """interp(a), interp(b), when no ``source_interp`` is given (e.g. imputing new items).
+        They depend on the views' observed entries only, which stay put along the imputation
+        ODE (there a is b): the last batch's are kept and reused while its mask and observed
+        values are the same (checked), instead of solved at every step. (Left out of
+        ``torch.compile``: the check is data-dependent; the training step and the store's
+        re-imputation pass ``source_interp`` and run the solvers compiled.)"""
         if b is not a:
             return self.interp(a, observed), self.interp(b, observed)
         mask = observed.bool()
@@ -124,14 +134,21 @@ class ConditionalUNet(nn.Module):
     def item_shape(self) -> tuple[int, ...]:
         return (self.channels, self.image_size, self.image_size)
 
-    def forward(self, a: Tensor, b: Tensor, observed: Tensor, t: Tensor) -> Tensor:
+    def forward(self, a: Tensor, b: Tensor, observed: Tensor, t: Tensor, source_interp: Tensor | None = None) -> Tensor:
+        """v(a, b, o, t); ``source_interp``: :meth:`interpolate_items` of the source's items
+        (B, C, H, W), which equals the interpolation of ``a`` (its observed entries are the
+        items'); given, it is not solved again (ignored without ``interp_inputs``)."""
         expected = (self.channels, self.image_size, self.image_size)
         if a.shape[1:] != expected:
             raise ValueError(f"the velocity field was built for images of shape {expected}, got {tuple(a.shape[1:])}")
         o = observed.to(a.dtype)
         inputs = [a, b, o]
         if self.interp is not None:
-            smooth_a, smooth_b = self.interpolations(a, b, observed)
+            if source_interp is None:
+                smooth_a, smooth_b = self.interpolations(a, b, observed)
+            else:
+                smooth_a = source_interp.to(a.dtype)
+                smooth_b = smooth_a if b is a else self.interp(b, observed)
             inputs += [smooth_a, smooth_b]
         h = torch.cat(inputs, dim=1) * 2 - 1
         v = self.unet(h, t.to(a.dtype) * TIME_SCALE).sample
