@@ -205,9 +205,14 @@ def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
 
 
 def check_data(run: Run) -> None:
-    """Load the data now, so that a mismatch with the model fails before any training."""
-    run.datamodule.setup("fit")
-    shape = run.datamodule.store.item_shape
+    """Load the data now, so that a mismatch with the model fails before any training. With
+    several ranks only the images' shape: the store is built in ``fit``, once per machine."""
+    if run.trainer.world_size > 1:
+        shape = tuple(run.datamodule.source.load().values.shape[1:])
+    else:
+        run.datamodule.fill_device = run.trainer.strategy.root_device  # the initial fill on the accelerator
+        run.datamodule.setup("fit")
+        shape = run.datamodule.store.item_shape
     net = run.module.velocity
     if len(shape) != len(net.item_shape):
         kind = "vectors" if len(shape) == 1 else "images"

@@ -1,0 +1,51 @@
+"""Where the store lives and what the round end costs: the re-imputed shards gathered in place,
+the hashes of the store computed once per round on the rank that commits it."""
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from miri_lightning.callbacks.miri import gather_shards
+from miri_lightning.data import datamodule
+from miri_lightning.run import train
+
+
+def _gather(rank: int, world: int, init_file: str, dtype: torch.dtype) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        n, shard = 7, 4  # uneven shards: rows [0, 4) and [4, 7)
+        expected = torch.arange(n * 3, dtype=torch.float32).reshape(n, 3).to(dtype)
+        imputed = torch.full((n, 3), -1.0).to(dtype)  # every rank's stale store
+        start, stop = rank * shard, min((rank + 1) * shard, n)
+        parts = [expected[start : start + 1].clone(), expected[start + 1 : stop].clone()]  # two ODE batches
+        before = imputed.data_ptr()
+        out = gather_shards(imputed, parts, start, shard, torch.device("cpu"))
+        assert out.data_ptr() == before  # written into the store itself, no new store
+        assert torch.equal(out, expected), (rank, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_shards_are_broadcast_into_every_ranks_store_in_place(tmp_path):
+    for dtype in (torch.float16, torch.uint8):
+        init = tmp_path / f"init-{dtype}"
+        mp.spawn(_gather, args=(2, str(init), dtype), nprocs=2, join=True)
+
+
+def test_the_store_is_hashed_once_per_round_by_the_committing_rank(tiny_config, monkeypatch):
+    """Lightning builds checkpoint state twice a round (round_XXX.ckpt and last.ckpt): the
+    hashes of the store come from the commit, and the mask's and data's from the first."""
+    calls = []
+    digest = datamodule.tensor_digest
+
+    def counted(tensor, *args, **kwargs):
+        if tensor.dim() and tensor.shape[0] == 64:  # the whole store (data.n=64), not a part
+            calls.append(tuple(tensor.shape))
+        return digest(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(datamodule, "tensor_digest", counted)
+    run = train(tiny_config("miri.rounds=3"))
+    assert (run.output_dir / "round_003.ckpt").is_file() and (run.output_dir / "last.ckpt").is_file()
+    assert len(calls) == 1 + 3  # the mask once, the imputation once per round
+    state = torch.load(run.output_dir / "last.ckpt", weights_only=True)[type(run.datamodule).__qualname__]
+    assert state["imputed_sha256"] == digest(run.datamodule.store.imputed)
