@@ -1,6 +1,7 @@
 """Where the store lives and what the round end costs: the re-imputed shards gathered in place,
 the hashes of the store computed once per round on the rank that commits it."""
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -49,3 +50,36 @@ def test_the_store_is_hashed_once_per_round_by_the_committing_rank(tiny_config, 
     assert len(calls) == 1 + 3  # the mask once, the imputation once per round
     state = torch.load(run.output_dir / "last.ckpt", weights_only=True)[type(run.datamodule).__qualname__]
     assert state["imputed_sha256"] == digest(run.datamodule.store.imputed)
+
+
+def test_a_machine_shared_store_is_restored_in_place_and_a_foreign_snapshot_refused(tmp_path):
+    """Resuming a DDP run: the snapshot is copied into the one shared copy (every rank of the
+    machine maps it), not swapped for a per-rank tensor; a snapshot whose hash differs from
+    the checkpoint's is still refused."""
+    from miri_lightning.data.datamodule import MIRIDataModule
+    from miri_lightning.data.sources import LoadedImages
+    from miri_lightning.masks import MCARMask
+
+    class Images:
+        def load(self):
+            generator = torch.Generator().manual_seed(0)
+            return LoadedImages(torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8, generator=generator))
+
+    def module():
+        dm = MIRIDataModule(Images(), MCARMask(0.5, seed=1), 4, 1, output_dir=tmp_path)
+        dm.setup("fit")
+        return dm
+
+    first = module()
+    store = first.store
+    first.commit_round(1, torch.where(store.observed, store.imputed, torch.rand(10, 3, 8, 8)), write=True)
+    state = first.state_dict()
+    resumed = module()
+    resumed.store.node_shared = True
+    shared = resumed.store.imputed
+    resumed.load_state_dict(state)
+    assert resumed.store.imputed is shared and torch.equal(shared, first.store.imputed)
+    assert resumed.state_dict() == state  # the restored hash is reused, not recomputed wrongly
+    other = module()
+    with pytest.raises(ValueError, match="does not hold the data its checkpoint recorded"):
+        other.load_state_dict({**state, "imputed_sha256": "0" * 64})
