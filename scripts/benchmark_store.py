@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=sorted(STORE_DTYPES), default="float16", help="data.store_dtype")
     parser.add_argument("--ranks", type=int, default=0, help="W > 0: W gloo processes, memory and round end")
     parser.add_argument("--impute-batch-size", type=int, default=1000, help="miri.impute_batch_size (--ranks)")
+    parser.add_argument("--rounds", type=int, default=2, help="round ends timed (--ranks; the first hashes the mask)")
     parser.add_argument("--workdir", default=None, help="--ranks: cache and run directory (default: a temp dir)")
     parser.add_argument("--rank", type=int, default=None, help=argparse.SUPPRESS)  # a rank started by --ranks
     args = parser.parse_args()
@@ -141,46 +142,48 @@ def rank_main(args) -> None:
     )
     dm.setup("fit")
     dist.barrier()
-    timings["setup"] = time.perf_counter() - started
+    timings["setup"] = {"setup": time.perf_counter() - started}
     after_setup = memory()
 
     store = dm.store
     n = len(store)
     shard = -(-n // world)
     start, stop = min(rank * shard, n), min((rank + 1) * shard, n)
-    # the ODE's output, batch by batch: this rank's current rows, copied
-    parts = [
-        store.imputed[k : min(k + args.impute_batch_size, stop)].clone()
-        for k in range(start, stop, args.impute_batch_size)
-    ]
-    dist.barrier()
-    clock = time.perf_counter()
-    if hasattr(callback, "gather_shards"):
-        shared = getattr(store, "node_shared", False)
-        imputed = callback.gather_shards(store.imputed, parts, start, shard, torch.device("cpu"), shared)
-    else:  # the code before gather_shards: the callback's padded all_gather (a list, then a stack)
-        mine = torch.cat(parts) if parts else store.imputed[:0]
-        if world == 1:
-            imputed = mine
-        else:
-            padded = store.imputed.new_zeros((shard, *store.imputed.shape[1:]))
-            padded[: mine.shape[0]] = mine
-            gathered = [torch.zeros_like(padded) for _ in range(world)]
-            dist.all_gather(gathered, padded)
-            imputed = torch.stack(gathered).reshape(world * shard, *store.imputed.shape[1:])[:n]
-    del parts
-    timings["gather"] = time.perf_counter() - clock
-    dist.barrier()
-    clock = time.perf_counter()
-    dm.commit_round(1, imputed, write=rank == 0)
-    timings["commit (snapshot + its hash)"] = time.perf_counter() - clock
-    dist.barrier()
-    clock = time.perf_counter()
-    for _ in range(2):  # round_001.ckpt and last.ckpt: Lightning builds the state on every rank
-        dm.state_dict()
-    timings["checkpoint state x2 (hashes)"] = time.perf_counter() - clock
-    dist.barrier()
-    timings["round end"] = sum(v for k, v in timings.items() if k != "setup")
+    for round_index in range(1, args.rounds + 1):
+        # the ODE's output, batch by batch: this rank's current rows, copied
+        step = args.impute_batch_size
+        parts = [store.imputed[k : min(k + step, stop)].clone() for k in range(start, stop, step)]
+        dist.barrier()
+        clock = time.perf_counter()
+        if hasattr(callback, "gather_shards"):
+            shared = getattr(store, "node_shared", False)
+            imputed = callback.gather_shards(store.imputed, parts, start, shard, torch.device("cpu"), shared)
+        else:  # the code before gather_shards: the callback's padded all_gather (a list, then a stack)
+            mine = torch.cat(parts) if parts else store.imputed[:0]
+            if world == 1:
+                imputed = mine
+            else:
+                padded = store.imputed.new_zeros((shard, *store.imputed.shape[1:]))
+                padded[: mine.shape[0]] = mine
+                gathered = [torch.zeros_like(padded) for _ in range(world)]
+                dist.all_gather(gathered, padded)
+                imputed = torch.stack(gathered).reshape(world * shard, *store.imputed.shape[1:])[:n]
+            del mine
+        del parts
+        times = {"gather": time.perf_counter() - clock}
+        dist.barrier()
+        clock = time.perf_counter()
+        dm.commit_round(round_index, imputed, write=rank == 0)
+        del imputed
+        times["commit (snapshot + its hash)"] = time.perf_counter() - clock
+        dist.barrier()
+        clock = time.perf_counter()
+        for _ in range(2):  # round_XXX.ckpt and last.ckpt: Lightning builds the state on every rank
+            dm.state_dict()
+        times["checkpoint state x2 (hashes)"] = time.perf_counter() - clock
+        dist.barrier()
+        times["round end"] = sum(times.values())
+        timings[f"round {round_index}"] = times
     result = {"rank": rank, "timings": timings, "after_setup": after_setup, "after_round": memory()}
     (work / f"rank{rank}.json").write_text(json.dumps(result))
     dist.barrier()
@@ -244,10 +247,9 @@ def launch(args) -> None:
         f"  machine (sum, peak)   {node['rss'] / gib:9.2f}  {node['pss'] / gib:9.2f}  {node['uss'] / gib:9.2f}"
         "   (RSS counts shared pages once per rank; PSS divides them: the machine's real share)"
     )
-    print(
-        "  seconds (slowest rank): "
-        + ", ".join(f"{k} {max(r['timings'][k] for r in results):.2f}" for k in results[0]["timings"])
-    )
+    for phase, times in results[0]["timings"].items():
+        slowest = ", ".join(f"{k} {max(r['timings'][phase][k] for r in results):.2f}" for k in times)
+        print(f"  seconds, {phase} (slowest rank): {slowest}")
     if own:
         import shutil
 
