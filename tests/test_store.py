@@ -83,3 +83,38 @@ def test_a_machine_shared_store_is_restored_in_place_and_a_foreign_snapshot_refu
     other = module()
     with pytest.raises(ValueError, match="does not hold the data its checkpoint recorded"):
         other.load_state_dict({**state, "imputed_sha256": "0" * 64})
+
+
+def _shared(rank: int, world: int, init_file: str, room: bool, out: str) -> None:
+    from miri_lightning.data import shared
+    from miri_lightning.data.sources import LoadedImages
+    from miri_lightning.data.store import build_store
+    from miri_lightning.masks import MCARMask
+
+    if not room:
+        shared._free_bytes = lambda folder: 0  # a /dev/shm too small for the store
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        truth = torch.randint(0, 256, (9, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        args = (LoadedImages(truth), MCARMask(0.5, seed=2), "noise", 0, "float16", 0.0)
+        store = shared.build_node_shared_store(*args, local_rank=rank)
+        expected = build_store(*args)
+        assert store.node_shared == room
+        assert torch.equal(store.imputed, expected.imputed) and torch.equal(store.observed, expected.observed)
+        dist.barrier()
+        if rank == 1:
+            store.imputed[7] = 0.25  # a write by one rank ...
+        dist.barrier()
+        seen = bool((store.imputed[7] == 0.25).all())
+        assert seen == (room or rank == 1), (rank, seen)  # ... is seen by the machine's other ranks when shared
+        if rank == 0:
+            torch.save({"files": sorted(p.name for p in shared.shared_folder().glob("miri_lightning-*"))}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_store_is_one_copy_per_machine_or_one_per_rank_when_shared_memory_is_short(tmp_path):
+    for room in (True, False):
+        out = tmp_path / f"out-{room}.pt"
+        mp.spawn(_shared, args=(2, str(tmp_path / f"init-{room}"), room, str(out)), nprocs=2, join=True)
+        assert torch.load(out)["files"] == []  # nothing left in /dev/shm once every rank has mapped it

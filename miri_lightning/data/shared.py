@@ -7,10 +7,13 @@ machine, whatever W. The files are unlinked as soon as every rank has mapped the
 memory goes back to the system when the last rank exits, however it exits. The truth is the
 source's own tensor: memory-mapped from ``data.cache_dir`` for celeba / folder / cifar10, so
 shared by the page cache too. Re-imputation writes each rank's shard into the shared
-imputation (see :func:`miri_lightning.callbacks.miri.gather_shards`).
+imputation (see :func:`miri_lightning.callbacks.miri.gather_shards`). When the shared folder
+has no room for the store (a container's small ``/dev/shm``), every rank builds its own, as
+before, said in one warning.
 """
 
 import logging
+import math
 import os
 import secrets
 import tempfile
@@ -64,9 +67,23 @@ def build_node_shared_store(
     process group exists. An error on the building rank (a bad setting) stops every rank."""
     if dtype not in STORE_DTYPES:
         raise ValueError(f"data.store_dtype must be one of {sorted(STORE_DTYPES)}, got {dtype!r}")
-    prefix = shared_folder() / f"miri_lightning-{os.getuid()}-{run_token()}"
-    paths = {name: Path(f"{prefix}-{name}.bin") for name in ("observed", "imputed")}
     shape = tuple(loaded.values.shape)
+    needed = math.prod(shape) * (1 + STORE_DTYPES[dtype].itemsize)
+    folder = shared_folder()
+    room = _free_bytes(folder)
+    # every rank decides together, before anything is written: a /dev/shm too small (a container's
+    # 64 MiB default) would kill the builder with SIGBUS half-way, not raise
+    fits = torch.tensor([int(room >= needed * 1.05)], dtype=torch.int32, device=_collective_device())
+    dist.all_reduce(fits, op=dist.ReduceOp.MIN)
+    if not int(fits.item()):
+        if local_rank == 0:
+            log.warning(
+                f"{folder} has {room / 2**30:.2f} GiB free but the store needs {needed / 2**30:.2f} GiB: each rank "
+                "holds its own store (give the machine more shared memory, e.g. docker --shm-size, to hold one)"
+            )
+        return build_store(loaded, mask, init, seed, dtype, init_noise, device=device)
+    prefix = folder / f"miri_lightning-{os.getuid()}-{run_token()}"
+    paths = {name: Path(f"{prefix}-{name}.bin") for name in ("observed", "imputed")}
     error, store = None, None
     if local_rank == 0:
 
@@ -99,6 +116,11 @@ def build_node_shared_store(
             path.unlink(missing_ok=True)
     store.node_shared = True
     return store
+
+
+def _free_bytes(folder: Path) -> int:
+    stat = os.statvfs(folder)
+    return stat.f_bavail * stat.f_frsize
 
 
 def _collective_device() -> torch.device | str:
