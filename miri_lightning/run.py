@@ -272,9 +272,14 @@ def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
 
 
 def check_data(run: Run) -> None:
-    """Load the data now, so that a mismatch with the model fails before any training."""
-    run.datamodule.setup("fit")
-    shape = run.datamodule.store.item_shape
+    """Load the data now, so that a mismatch with the model fails before any training. With
+    several ranks only the images' shape: the store is built in ``fit``, once per machine."""
+    if run.trainer.world_size > 1:
+        shape = tuple(run.datamodule.source.load().values.shape[1:])
+    else:
+        run.datamodule.fill_device = run.trainer.strategy.root_device  # the initial fill on the accelerator
+        run.datamodule.setup("fit")
+        shape = run.datamodule.store.item_shape
     net = run.module.velocity
     if len(shape) != len(net.item_shape):
         kind = "vectors" if len(shape) == 1 else "images"
@@ -304,10 +309,31 @@ def check_data(run: Run) -> None:
         )
 
 
+def recipe_notice(cfg: DictConfig) -> str | None:
+    """One line when the config holds a recipe sized for a GPU (``recipe.device: gpu``, which
+    data=celeba and data=cifar10 bring) and this machine has none; else None."""
+    recipe = cfg.get("recipe")
+    if not recipe or recipe.get("device") != "gpu" or torch.cuda.is_available():
+        return None
+    miri, model = cfg.miri, cfg.model
+    sized = (
+        f"{model.get('_target_', 'model').rsplit('.', 1)[-1]} {list(model.get('block_out_channels', []))}, "
+        f"trainer.precision={cfg.trainer.get('precision')}, miri.steps_per_round={miri.steps_per_round}, "
+        f"miri.batch_size={miri.batch_size}, miri.init={miri.init}"
+    )
+    return (
+        f"data={cfg.data.name} brings a recipe sized for a GPU ({sized}) and this machine has none: shrink it with "
+        f"{recipe.get('shrink')} (the CPU-sized defaults), or override any of these keys"
+    )
+
+
 def train(cfg: DictConfig, source=None, check=None) -> Run:
     """Build, check the data against the model (and with ``check(run)``, anything else that
     must hold before the first step), train."""
     run, ckpt_path = build(cfg, source)
+    notice = recipe_notice(cfg)
+    if notice is not None and config_rank(cfg) == 0:
+        print(notice)
     check_data(run)
     if check is not None:
         check(run)

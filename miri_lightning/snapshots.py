@@ -128,9 +128,16 @@ def prune_snapshots(output_dir: str | Path, keep_after: int) -> list[Path]:
     return deleted
 
 
-def tensor_digest(tensor: Tensor) -> str:
-    """sha256 of a tensor's bytes (dtype and shape not included)."""
-    return hashlib.sha256(tensor.detach().contiguous().cpu().numpy()).hexdigest()
+def tensor_digest(tensor: Tensor, rows: int = 4096) -> str:
+    """sha256 of a tensor's bytes (dtype and shape not included), streamed over ``rows`` rows
+    at a time (the same digest as of the whole, with no copy of the whole off an accelerator)."""
+    digest = hashlib.sha256()
+    tensor = tensor.detach()
+    if tensor.dim() == 0:
+        tensor = tensor.reshape(1)
+    for k in range(0, tensor.shape[0], rows):
+        digest.update(tensor[k : k + rows].contiguous().cpu().numpy())
+    return digest.hexdigest()
 
 
 def load_snapshot(path: str | Path) -> dict[str, Tensor]:

@@ -38,3 +38,9 @@ def compose_config(overrides: list[str], output_dir: Path, base: list[str] = TIN
 def tiny_config(tmp_path):
     """compose(overrides) -> the tiny config writing under tmp_path/run."""
     return lambda *overrides: compose_config(list(overrides), tmp_path / "run")
+
+
+@pytest.fixture(autouse=True)
+def cache_in_tmp(tmp_path, monkeypatch):
+    """data.cache_dir's default (``$MIRI_CACHE_DIR``) under the test's tmp_path, not ./data/cache."""
+    monkeypatch.setenv("MIRI_CACHE_DIR", str(tmp_path / "cache"))

@@ -114,7 +114,9 @@ def test_a_run_killed_mid_round_resumes_to_the_same_result(tmp_path, phase):
 
 def test_ddp_ranks_impute_disjoint_shards_and_end_with_identical_stores(tmp_path):
     out = tmp_path / "ddp"
-    finish(launch(out, "trainer=ddp_cpu", "data.n=45", "miri.rounds=2", "miri.steps_per_round=4", "miri.ode_steps=3"))
+    # hydra.verbose: the callback's DEBUG line with each rank's store hash (a whole-store hash, off by default)
+    overrides = ["data.n=45", "miri.rounds=2", "miri.steps_per_round=4", "miri.ode_steps=3"]
+    finish(launch(out, "trainer=ddp_cpu", *overrides, "hydra.verbose=miri_lightning.callbacks.miri"))
     logs = {rank: (out / f"train_rank{rank}.log").read_text() for rank in (0, 1)}
     for round_index in (1, 2):
         shards, digests = [], {}
@@ -131,6 +133,9 @@ def test_ddp_ranks_impute_disjoint_shards_and_end_with_identical_stores(tmp_path
         snapshot = load_file(out / "imputed" / f"round_{round_index:03d}.safetensors")
         expected = hashlib.sha256(snapshot["imputed"].numpy()).hexdigest()
         assert digests[0] == digests[1] == expected
+    # one store per machine: built by one rank in shared memory, mapped by the other
+    assert "rank 0 built the store once for this machine in shared memory" in logs[0]
+    assert "rank 1 maps the store of this machine in shared memory" in logs[1]
 
 
 def tiny(tiny_config, *overrides):

@@ -7,6 +7,7 @@ import time
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from lightning.pytorch.callbacks import RichProgressBar
 from torch import Tensor
 from torchvision.utils import make_grid
@@ -138,7 +139,10 @@ class MIRICallback(L.Callback):
             if trainer.is_global_zero and datamodule.output_dir is not None:
                 fill_mean = training_channel_mean(store.imputed, store.observed)
                 save_flow(datamodule.output_dir, round_index, pl_module.imputer(), pl_module.hparams.net, fill_mean)
-            log.info(f"round {round_index}: rank {trainer.global_rank} holds the store sha256 {tensor_digest(imputed)}")
+            if log.isEnabledFor(logging.DEBUG):  # a check that costs a hash of the whole store per rank
+                log.debug(
+                    f"round {round_index}: rank {trainer.global_rank} holds the store sha256 {tensor_digest(imputed)}"
+                )
             pl_module.log("round", float(round_index), logger=False)
             self._report(trainer, pl_module, datamodule.round, time.perf_counter() - self._round_started)
         except Exception as exception:
@@ -157,8 +161,10 @@ class MIRICallback(L.Callback):
         observed: Tensor,
         interp: Tensor | None = None,
     ) -> Tensor:
-        """Solve the imputation ODE for every item; returns the new (N, ...) imputation.
-        ``interp``: the store's cached interpolation of each item (N, ...), or None."""
+        """Solve the imputation ODE for every item; returns the new (N, ...) imputation:
+        ``imputed`` itself, overwritten in place once every rank's shard is solved (see
+        :func:`gather_shards`). ``interp``: the store's cached interpolation of each item
+        (N, ...), or None."""
         n, world, rank = imputed.shape[0], trainer.world_size, trainer.global_rank
         shard = math.ceil(n / world)
         start, stop = min(rank * shard, n), min((rank + 1) * shard, n)
@@ -197,13 +203,8 @@ class MIRICallback(L.Callback):
         # every rank learns whether any rank failed, so that none is left waiting in a collective
         code = torch.tensor(FAILED, device=pl_module.device) if error is not None else (~finite).long() * NON_FINITE
         stop_together(pl_module, world, code, error, f"the re-imputation of round {trainer.current_epoch + 1}")
-        mine = torch.cat(parts) if parts else imputed[:0]
-        if world == 1:
-            return mine
-        padded = imputed.new_zeros((shard, *imputed.shape[1:]))
-        padded[: mine.shape[0]] = mine
-        gathered = pl_module.all_gather(padded.to(pl_module.device))  # (world, shard, ...)
-        return gathered.reshape(world * shard, *imputed.shape[1:])[:n].to(imputed.device)
+        shared = getattr(trainer.datamodule.store, "node_shared", False) and trainer.num_nodes == 1
+        return gather_shards(imputed, parts, start, shard, pl_module.device, shared)
 
     def _prune(self, trainer: L.Trainer) -> None:
         datamodule = trainer.datamodule
@@ -317,6 +318,40 @@ def pad_rows(x: Tensor, size: int) -> Tensor:
     """x (B, ...) with B ≤ size, its first row repeated to ``size`` rows."""
     missing = size - x.shape[0]
     return x if missing <= 0 else torch.cat([x, x[:1].expand(missing, *x.shape[1:])])
+
+
+def gather_shards(
+    imputed: Tensor, parts: list[Tensor], start: int, shard: int, device: torch.device, node_shared: bool = False
+) -> Tensor:
+    """Write this rank's re-imputed rows ``parts`` (consecutive, from row ``start``) into the
+    store ``imputed`` (N, ...) in place, then every other rank's shard (of ``shard`` rows, the
+    last one shorter): returns ``imputed``. Collective when a process group of several ranks
+    exists. Nothing the size of the store is allocated and no list of the world's shards is
+    built: each shard is broadcast by its rank straight into the store's rows (through a
+    shard-sized buffer on ``device`` when the store is on the host and the backend needs the
+    accelerator, as NCCL does; gloo broadcasts host tensors, uneven shards included).
+    ``node_shared``: the store is one copy in this machine's shared memory and every rank is on
+    this machine: writing the shard and a barrier is the whole exchange."""
+    n = imputed.shape[0]
+    for part in parts:
+        imputed[start : start + part.shape[0]] = part
+        start += part.shape[0]
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return imputed
+    if node_shared:
+        dist.barrier()
+        return imputed
+    in_place = dist.get_backend() != "nccl" or imputed.device.type != "cpu"
+    for rank in range(dist.get_world_size()):
+        begin, end = min(rank * shard, n), min((rank + 1) * shard, n)
+        if end <= begin:
+            continue
+        rows = imputed[begin:end]
+        buffer = rows if in_place else rows.to(device)
+        dist.broadcast(buffer, src=rank)
+        if buffer is not rows:
+            rows.copy_(buffer)
+    return imputed
 
 
 @contextlib.contextmanager

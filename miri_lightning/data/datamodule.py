@@ -1,15 +1,18 @@
 """The DataModule: holds the store (current imputation, masks, truth) and yields MIRI pairs."""
 
+import hashlib
 import os
 from pathlib import Path
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from miri_lightning import flow
-from miri_lightning.data.store import Store, build_store, decode
+from miri_lightning.data.shared import build_node_shared_store
+from miri_lightning.data.store import CHUNK, Store, build_store, decode
 from miri_lightning.snapshots import load_snapshot, save_atomically, save_snapshot, snapshot_path, tensor_digest
 
 #: Tests only: a folder where every rank writes the pair indices it draws each round
@@ -74,9 +77,13 @@ class MIRIDataModule(L.LightningDataModule):
     """One Lightning epoch = one MIRI round of ``steps_per_round`` batches of pairs.
 
     ``source`` loads the images (and a mask if they come with one); ``mask`` makes the mask
-    otherwise. The store is built once in :meth:`setup`; the MIRI callback hands each
-    round's imputation to :meth:`commit_round`, which snapshots it under ``output_dir``. The
-    Lightning checkpoint holds only which snapshot the store is (round, path, hashes).
+    otherwise. The store is built once in :meth:`setup`: under DDP once per machine, in shared
+    memory (:mod:`miri_lightning.data.shared`); its initial fill on ``fill_device`` (the
+    accelerator when there is one). The MIRI callback hands each round's imputation to
+    :meth:`commit_round`, which snapshots it under ``output_dir`` and hashes it there, once, on
+    the rank that writes. The Lightning checkpoint holds only which snapshot the store is
+    (round, path, hashes); the hashes of the mask and the observed values, which no round
+    changes, are computed once per run.
     """
 
     def __init__(
@@ -109,11 +116,25 @@ class MIRIDataModule(L.LightningDataModule):
         self.store: Store | None = None
         #: The number of completed MIRI rounds that ``store.imputed`` reflects.
         self.round = 0
+        #: Where the initial fill is computed (None: the trainer's device, else the CPU).
+        self.fill_device: torch.device | str | None = None
+        #: sha256 of the mask, of the observed values (once per run) and of the round's imputation.
+        self._digests: dict[str, str] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.store is not None:
             return
-        self.store = build_store(self.source.load(), self.mask, self.init, self.seed, self.store_dtype, self.init_noise)
+        trainer = self.trainer
+        device = self.fill_device
+        if device is None and trainer is not None:
+            device = trainer.strategy.root_device
+        loaded = self.source.load()
+        args = (loaded, self.mask, self.init, self.seed, self.store_dtype, self.init_noise)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            local_rank = trainer.local_rank if trainer is not None else int(os.environ.get("LOCAL_RANK", 0))
+            self.store = build_node_shared_store(*args, local_rank=local_rank, device=device)
+        else:
+            self.store = build_store(*args, device=device)
 
     def train_dataloader(self) -> DataLoader:
         """This rank's batches of the round: ``batch_size / world size`` pairs per step, drawn
@@ -134,24 +155,35 @@ class MIRIDataModule(L.LightningDataModule):
         """Make ``imputed`` the store of completed round ``round_index``; ``write`` (rank 0
         only) saves its snapshot."""
         self.store.imputed, self.round = imputed, round_index
+        self._digests.pop("imputed", None)
         if write and self.output_dir is not None:
             save_snapshot(self.output_dir, round_index, imputed, self.store.observed)
+            self._digests["imputed"] = tensor_digest(imputed)  # once, here; the checkpoints reuse it
             export = getattr(self.source, "export", None)  # tables: the imputed CSV, original units
             if export is not None:
                 export(imputed, self.store.observed, self.output_dir)
 
     def state_dict(self) -> dict:
+        """What the checkpoint holds of the data: round, shape and hashes. Lightning builds it
+        on every rank and saves global rank 0's: the other ranks hash nothing."""
         store = self.store
-        state = {
-            "round": self.round,
-            "shape": list(store.imputed.shape),
-            "observed_sha256": tensor_digest(store.observed),
-            "data_sha256": observed_data_digest(store),
-        }
+        state = {"round": self.round, "shape": list(store.imputed.shape)}
+        if self.trainer is not None and not self.trainer.is_global_zero:
+            return state
+        state["observed_sha256"], state["data_sha256"] = self._data_digests()
         if self.round > 0 and self.output_dir is not None:
             state["snapshot"] = snapshot_path(".", self.round).as_posix()
-            state["imputed_sha256"] = tensor_digest(store.imputed)
+            if "imputed" not in self._digests:  # a store that was not committed here
+                self._digests["imputed"] = tensor_digest(store.imputed)
+            state["imputed_sha256"] = self._digests["imputed"]
         return state
+
+    def _data_digests(self) -> tuple[str, str]:
+        """sha256 of the mask and of the observed values: computed once per run."""
+        if "observed" not in self._digests:
+            self._digests["observed"] = tensor_digest(self.store.observed)
+            self._digests["data"] = observed_data_digest(self.store)
+        return self._digests["observed"], self._digests["data"]
 
     def load_state_dict(self, state: dict) -> None:
         """Restore the store of a checkpoint: check that the data and mask are the ones the
@@ -162,12 +194,13 @@ class MIRIDataModule(L.LightningDataModule):
                 f"the checkpoint was made on data of shape {tuple(state['shape'])} but the data now have "
                 f"{tuple(store.imputed.shape)}: resume with the run's own data.* settings (see its config.yaml)"
             )
-        if tensor_digest(store.observed) != state["observed_sha256"]:
+        observed_sha256, data_sha256 = self._data_digests()
+        if observed_sha256 != state["observed_sha256"]:
             raise ValueError(
                 "the checkpoint was made with another mask than the one these settings give: resume with the "
                 "run's own mask.* and data.* settings (see its config.yaml)"
             )
-        if observed_data_digest(store) != state["data_sha256"]:
+        if data_sha256 != state["data_sha256"]:
             raise ValueError(
                 "the checkpoint was made on other images than the ones these settings give: resume with the "
                 "run's own data.* settings (see its config.yaml)"
@@ -182,10 +215,19 @@ class MIRIDataModule(L.LightningDataModule):
                 raise ValueError(f"snapshot {path} was made with another mask than this run's")
             if tensor_digest(tensors["imputed"]) != state["imputed_sha256"]:
                 raise ValueError(f"snapshot {path} does not hold the data its checkpoint recorded (hash differs)")
-            store.imputed = tensors["imputed"].to(store.imputed.device)
+            if store.node_shared:  # every rank of the machine writes the same values into the one copy
+                store.imputed.copy_(tensors["imputed"])
+            else:
+                store.imputed = tensors["imputed"].to(store.imputed.device)
+            self._digests["imputed"] = state["imputed_sha256"]
         self.round = round_index
 
 
 def observed_data_digest(store: Store) -> str:
-    """sha256 of the observed entries' values (missing entries zeroed): what the data are."""
-    return tensor_digest(torch.where(store.observed, store.imputed, torch.zeros((), dtype=store.imputed.dtype)))
+    """sha256 of the observed entries' values (missing entries zeroed): what the data are.
+    Streamed over chunks of items: the digest of the whole, without a copy of the whole."""
+    digest, zero = hashlib.sha256(), torch.zeros((), dtype=store.imputed.dtype, device=store.imputed.device)
+    for k in range(0, len(store), CHUNK):
+        part = torch.where(store.observed[k : k + CHUNK], store.imputed[k : k + CHUNK], zero)
+        digest.update(part.contiguous().cpu().numpy())
+    return digest.hexdigest()

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from miri_lightning.data.array import load_array
-from miri_lightning.data.cifar10 import load_cifar10
+from miri_lightning.data.cache import cached_arrays
+from miri_lightning.data.cifar10 import BATCHES, FOLDER, load_cifar10
 from miri_lightning.data.folder import image_files, load_folder, load_masks
 from miri_lightning.data.sample import sample_images
 from miri_lightning.data.table import as_tensor, read_table, standardise, warn_empty_rows, write_table
@@ -76,14 +77,29 @@ class Cifar10Source:
         image_size: int = 32,
         channels: int = 3,
         name: str = "cifar10",
+        cache_dir: str | None = None,
     ):
         if image_size != 32 or channels != 3:
             raise ValueError("CIFAR-10 images are 32×32 RGB: keep data.image_size=32 and data.channels=3")
         self.root, self.split, self.n, self.seed, self.download, self.name = root, split, n, seed, download, name
+        self.cache_dir = cache_dir
 
     def load(self) -> LoadedImages:
-        images = load_cifar10(self.root, self.split, self.download)
-        return LoadedImages(subset(images, self.n, self.seed))
+        if self.cache_dir is None or self.split not in BATCHES:
+            return LoadedImages(subset(load_cifar10(self.root, self.split, self.download), self.n, self.seed))
+        folder = Path(self.root).expanduser().resolve() / FOLDER
+        files = [folder / name for name in BATCHES[self.split]]
+        if not all(f.is_file() for f in files):  # absent: download or explain, then cache
+            load_cifar10(self.root, self.split, self.download)
+        key = {"source": "cifar10", "root": str(folder), "split": self.split, "n": self.n, "seed": self.seed}
+        key["image_size"] = 32
+        arrays = cached_arrays(
+            self.cache_dir,
+            key,
+            files,
+            lambda: {"values": subset(load_cifar10(self.root, self.split, self.download), self.n, self.seed)},
+        )
+        return LoadedImages(arrays["values"])
 
 
 class FolderSource:
@@ -99,20 +115,37 @@ class FolderSource:
         seed: int = 0,
         mask_root: str | None = None,
         name: str = "folder",
+        cache_dir: str | None = None,
     ):
         if root is None:
             raise ValueError("data=folder needs data.root=<folder of images>")
         self.root, self.image_size, self.channels, self.n, self.seed = root, image_size, channels, n, seed
-        self.mask_root, self.name = mask_root, name
+        self.mask_root, self.name, self.cache_dir = mask_root, name, cache_dir
 
     def load(self) -> LoadedImages:
         files = subset_files(image_files(self.root), self.n, self.seed)
-        images, files = load_folder(files, self.image_size, self.channels)
-        observed = None
+        stamped = list(files)
         if self.mask_root is not None:
-            root, mask_root = Path(self.root).expanduser(), Path(self.mask_root).expanduser()
-            observed = load_masks(files, root, mask_root, self.image_size, self.channels)
-        return LoadedImages(torch.where(observed, images, 0) if observed is not None else images, observed)
+            stamped += image_files(self.mask_root)
+        key = {
+            "source": "folder",
+            "root": str(Path(self.root).expanduser().resolve()),
+            "mask_root": str(Path(self.mask_root).expanduser().resolve()) if self.mask_root is not None else None,
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "n": self.n,
+            "seed": self.seed,
+        }
+        arrays = cached_arrays(self.cache_dir, key, stamped, lambda: self._decode(files))
+        return LoadedImages(arrays["values"], arrays["observed"].bool() if "observed" in arrays else None)
+
+    def _decode(self, files: list[Path]) -> dict[str, Tensor]:
+        images, files = load_folder(files, self.image_size, self.channels)
+        if self.mask_root is None:
+            return {"values": images}
+        root, mask_root = Path(self.root).expanduser(), Path(self.mask_root).expanduser()
+        observed = load_masks(files, root, mask_root, self.image_size, self.channels)
+        return {"values": torch.where(observed, images, 0), "observed": observed}
 
 
 class CelebASource:
@@ -133,6 +166,7 @@ class CelebASource:
         crop: int = 140,
         channels: int = 3,
         name: str = "celeba",
+        cache_dir: str | None = None,
     ):
         if split not in self.SPLITS:
             raise ValueError(f"data.split must be one of {sorted(self.SPLITS)}, got {split!r}")
@@ -140,6 +174,7 @@ class CelebASource:
             raise ValueError("CelebA is RGB: keep data.channels=3")
         self.root, self.split, self.n, self.seed = Path(root).expanduser(), split, n, seed
         self.image_size, self.crop, self.channels, self.name = image_size, crop, channels, name
+        self.cache_dir = cache_dir
 
     def files(self) -> list[Path]:
         nested = self.root / "celeba"
@@ -169,8 +204,22 @@ class CelebASource:
 
     def load(self) -> LoadedImages:
         files = subset_files(self.files(), self.n, self.seed)
-        images, _ = load_folder(files, self.image_size, self.channels, crop=self.crop)
-        return LoadedImages(images)
+        key = {
+            "source": "celeba",
+            "root": str(self.root.resolve()),
+            "split": self.split,
+            "n": self.n,
+            "seed": self.seed,
+            "image_size": self.image_size,
+            "crop": self.crop,
+        }
+        arrays = cached_arrays(
+            self.cache_dir,
+            key,
+            files,
+            lambda: {"values": load_folder(files, self.image_size, self.channels, crop=self.crop)[0]},
+        )
+        return LoadedImages(arrays["values"])
 
 
 class ArraySource:

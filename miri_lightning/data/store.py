@@ -1,5 +1,7 @@
 """The store: the data set as MIRI sees it (current imputation, mask, truth), compactly."""
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -47,6 +49,9 @@ class Store:
     ):
         self.imputed, self.observed, self.truth, self.clamp = imputed, observed, truth, clamp
         self.interp: Tensor | None = None
+        #: True when ``imputed`` and ``observed`` are one copy in shared memory for every process
+        #: of this machine (:mod:`miri_lightning.data.shared`): a rank writes only its own shard.
+        self.node_shared = False
 
     def __len__(self) -> int:
         return self.imputed.shape[0]
@@ -54,7 +59,10 @@ class Store:
     def to(self, device: torch.device | str) -> "Store":
         """Move every tensor to ``device`` (``miri.store_on_device``: pairs are then drawn on
         the accelerator, with no host copy per step)."""
-        self.imputed, self.observed = self.imputed.to(device), self.observed.to(device)
+        moved = self.imputed.to(device), self.observed.to(device)
+        if moved[0] is not self.imputed:
+            self.node_shared = False  # a copy on this rank's device
+        self.imputed, self.observed = moved
         if self.truth is not None:
             self.truth = self.truth.to(device)
         if self.interp is not None:
@@ -107,9 +115,15 @@ def build_store(
     seed: int,
     dtype: str = "float32",
     init_noise: float = 0.0,
+    device: torch.device | str | None = None,
+    allocate: Callable[[str, tuple[int, ...], torch.dtype], Tensor] | None = None,
 ) -> Store:
     """The round-0 store: the mask (given or drawn) and the initial fill (seeded, see
-    :func:`flow.initial_fill`), built in chunks so that no float copy of the whole set is made."""
+    :func:`flow.initial_fill`), built in chunks so that no float copy of the whole set is made.
+    ``device``: where the fill is computed, chunk by chunk (the accelerator when there is one:
+    the interp and biharmonic solvers are batched torch); the store stays on the host.
+    ``allocate(name, shape, dtype)``: where ``observed`` and ``imputed`` live (default: this
+    process's memory; :mod:`miri_lightning.data.shared` gives memory shared by the machine)."""
     if dtype not in STORE_DTYPES:
         raise ValueError(f"data.store_dtype must be one of {sorted(STORE_DTYPES)}, got {dtype!r}")
     values = loaded.values
@@ -122,6 +136,8 @@ def build_store(
         raise ValueError(f"the mask has shape {tuple(observed.shape)} but the images have {tuple(values.shape)}")
     if bool(observed.all()):
         raise ValueError("the data have no missing entries: nothing to impute (check mask.rate or the given mask)")
+    if allocate is not None:
+        observed = _copy_into(allocate("observed", tuple(observed.shape), torch.bool), observed)
     n = values.shape[0]
     channel_mean = None
     if init == "mean":
@@ -134,16 +150,24 @@ def build_store(
     # with the same seed (for channel masks the U[0, 1] fill of a missing entry would be the very
     # uniform that made it missing, hence < rate)
     generator = torch.Generator().manual_seed(fill_seed(seed))
-    imputed = torch.empty(values.shape, dtype=STORE_DTYPES[dtype])
+    shape, store_dtype = tuple(values.shape), STORE_DTYPES[dtype]
+    imputed = allocate("imputed", shape, store_dtype) if allocate is not None else torch.empty(shape, dtype=store_dtype)
+    device = torch.device(device) if device is not None else torch.device("cpu")
     for k in range(0, n, CHUNK):
         part = flow.initial_fill(
-            decode(values[k : k + CHUNK]),
-            observed[k : k + CHUNK],
+            decode(values[k : k + CHUNK].to(device)),
+            observed[k : k + CHUNK].to(device),
             init,
             generator,
-            channel_mean,
+            channel_mean.to(device) if channel_mean is not None else None,
             init_noise,
             loaded.clamp,
         )
-        imputed[k : k + CHUNK] = encode(part, imputed.dtype)
+        imputed[k : k + CHUNK] = encode(part, imputed.dtype).cpu()
     return Store(imputed, observed, values if loaded.has_truth else None, loaded.clamp)
+
+
+def _copy_into(out: Tensor, source: Tensor) -> Tensor:
+    for k in range(0, source.shape[0], CHUNK):
+        out[k : k + CHUNK] = source[k : k + CHUNK]
+    return out
