@@ -42,9 +42,14 @@ def ssim(x: Tensor, truth: Tensor, batch_size: int = 1024) -> Tensor:
     return (total / x.shape[0]).float()
 
 
-def round_metrics(x: Tensor, truth: Tensor, observed: Tensor, mmd_items: int = 1000) -> dict[str, float]:
+def round_metrics(
+    x: Tensor, truth: Tensor, observed: Tensor, mmd_items: int = 1000, swd_items: int = 1000
+) -> dict[str, float]:
     """The per-round scalars logged under ``round/`` (README.md, TensorBoard); for vectors (N, d),
-    those that make sense in standardised units: RMSE and MAE on missing entries, MMD."""
+    those that make sense in standardised units: RMSE and MAE on missing entries, MMD. For
+    images the SWD (:func:`sliced_wasserstein`, its mean and each level) of at most
+    ``swd_items`` evenly spaced images, 32 patches each: the realism of the store, which
+    holds one draw per item."""
     if x.dim() == 2:
         return {
             "rmse_missing": rmse_missing(x, truth, observed).item(),
@@ -59,7 +64,17 @@ def round_metrics(x: Tensor, truth: Tensor, observed: Tensor, mmd_items: int = 1
         "ssim_missing": ssim_missing(x, truth, observed).item(),
         "mae_missing": mae_missing(x, truth, observed).item(),
         "mmd": mmd(x, truth, mmd_items).item(),
+        **sliced_wasserstein(*evenly_spaced((x, truth), swd_items), patches_per_image=32),
     }
+
+
+def evenly_spaced(tensors: tuple[Tensor, ...], items: int) -> tuple[Tensor, ...]:
+    """At most ``items`` evenly spaced items of each tensor (N, ...) (the same ones)."""
+    n = tensors[0].shape[0]
+    if n <= items:
+        return tensors
+    chosen = torch.linspace(0, n - 1, items).round().long()
+    return tuple(t[chosen.to(t.device)] for t in tensors)
 
 
 def mae_missing(x: Tensor, truth: Tensor, observed: Tensor) -> Tensor:
