@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from conftest import PAPER_FILL
+from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from miri_lightning.data.store import decode
@@ -28,9 +28,7 @@ def scalars(output_dir, tag):
 
 
 def test_psnr_on_missing_entries_rises_over_the_initial_fill(tiny_config):
-    cfg = tiny_config(
-        *PAPER_FILL, "miri.rounds=3", "miri.steps_per_round=40", "mask.rate=0.3", "metrics.mine_steps=30"
-    )
+    cfg = tiny_config(*PAPER_FILL, "miri.rounds=3", "miri.steps_per_round=40", "mask.rate=0.3", "metrics.mine_steps=30")
     run = train(cfg)
     history = run.miri.history
     assert [h["round"] for h in history] == [0, 1, 2, 3]
