@@ -22,7 +22,7 @@ from torch import Tensor
 
 from miri_lightning.baselines import BASELINES
 from miri_lightning.evaluation import cell, load_truth, snapshots
-from miri_lightning.quality import compare, draw
+from miri_lightning.quality import compare, draw, markdown
 
 ROWS = ("truth", "with holes", "biharmonic", "MIRI draw 1", "MIRI draw 2", "MIRI draw 3", "mean of K", "spread ×4")
 
@@ -112,7 +112,7 @@ def main() -> None:
         shown = slice(args.first, args.first + args.images)
         panels.append((title, panel(truth[shown], observed[shown], samples[:, shown])))
         tables.append(table(title, rows))
-        print(tables[-1] + "\n")
+        print(f"{title}\n\n{markdown(rows)}\n\n{tables[-1]}\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     compose(panels, args.scale).save(args.out, optimize=True)
     args.out.with_suffix(".md").write_text("\n\n".join(tables) + "\n")
