@@ -5,7 +5,7 @@
 For each run directory (a finished ``train.py`` run with ground truth): K draws of every item
 through every round's flow (as ``scripts/quality.py`` draws them), one panel of a few images
 with the rows truth / with holes (grey) / biharmonic / three MIRI draws / the mean of the K /
-the per-pixel spread (standard deviation of the K draws over the channels, × 4, white where
+the per-pixel spread (standard deviation of the K draws, mean over the channels, × 4, white where
 the draws disagree), the panels side by side in one PNG; and one markdown table per run of
 PSNR on missing entries, CRPS, spread–skill ratio and SWD for the mean fill, biharmonic and
 MIRI (the scores of ``scripts/quality.py``, on the run's whole set and masks), also written
@@ -24,7 +24,7 @@ from miri_lightning.baselines import BASELINES
 from miri_lightning.evaluation import cell, load_truth, snapshots
 from miri_lightning.quality import compare, draw, markdown
 
-ROWS = ("truth", "with holes", "biharmonic", "MIRI draw 1", "MIRI draw 2", "MIRI draw 3", "mean of K", "spread ×4")
+ROWS = ("truth", "with holes", "biharmonic", "MIRI draw 1", "MIRI draw 2", "MIRI draw 3", "mean of {k}", "spread x4")
 
 
 def panel(truth: Tensor, observed: Tensor, samples: Tensor) -> Tensor:
@@ -50,8 +50,8 @@ def to_image(rows: Tensor, scale: int, gap: int = 2) -> Image.Image:
     return canvas
 
 
-def compose(panels: list[tuple[str, Tensor]], scale: int) -> Image.Image:
-    """Panels side by side under their titles, the row names on the left."""
+def compose(panels: list[tuple[str, Tensor]], scale: int, k: int) -> Image.Image:
+    """Panels side by side under their titles, the row names on the left (K draws)."""
     label_w, title_h, gap = 96, 18, 12
     images = [to_image(rows, scale) for _, rows in panels]
     height = title_h + max(im.height for im in images)
@@ -60,7 +60,7 @@ def compose(panels: list[tuple[str, Tensor]], scale: int) -> Image.Image:
     pen = ImageDraw.Draw(canvas)
     row_h = images[0].height / len(ROWS)
     for i, name in enumerate(ROWS):
-        pen.text((4, title_h + i * row_h + row_h / 2 - 6), name, fill="black")
+        pen.text((4, title_h + i * row_h + row_h / 2 - 6), name.format(k=k), fill="black")
     x = label_w
     for (title, _), image in zip(panels, images, strict=True):
         pen.text((x + 2, 3), title, fill="black")
@@ -114,7 +114,7 @@ def main() -> None:
         tables.append(table(title, rows))
         print(f"{title}\n\n{markdown(rows)}\n\n{tables[-1]}\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    compose(panels, args.scale).save(args.out, optimize=True)
+    compose(panels, args.scale, args.samples).save(args.out, optimize=True)
     args.out.with_suffix(".md").write_text("\n\n".join(tables) + "\n")
     print(f"written: {args.out} ({args.out.stat().st_size / 1024:.0f} KiB), {args.out.with_suffix('.md')}")
 

@@ -85,6 +85,35 @@ def test_quality_writes_one_row_per_method_and_baselines_match_an_independent_co
     assert rows["miri_mean_3"]["spread_skill"] == "" and rows["biharmonic"]["spread_skill"] == ""
     assert all(float(row["swd"]) > 0 for row in rows.values())
 
+    # the README's picture from the same run: 8 rows of 2 images, and the scores under it
+    picture = tmp_path / "docs" / "draws.png"
+    made = subprocess.run(
+        [
+            sys.executable,
+            "scripts/figure.py",
+            str(out),
+            "--images",
+            "2",
+            "--samples",
+            "3",
+            "--scale",
+            "2",
+            "--out",
+            str(picture),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert made.returncode == 0, made.stderr
+    from PIL import Image
+
+    width, height = Image.open(picture).size
+    assert height == 18 + 8 * (16 * 2 + 2) - 2 and width == 96 + 2 * (16 * 2 + 2) - 2
+    table = picture.with_suffix(".md").read_text()
+    assert "| biharmonic | " in table and "| MIRI | " in table and "(mean of 3" in table
+
 
 def test_quality_rows_score_the_k_draws_and_leave_their_scores_empty_for_one_draw():
     truth = decode(sample_images(40, 16, 0))
