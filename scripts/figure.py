@@ -8,8 +8,8 @@ with the rows truth / with holes (grey) / biharmonic / three MIRI draws / the me
 the per-pixel spread (standard deviation of the K draws, mean over the channels, × 4, white where
 the draws disagree), the panels side by side in one PNG; and one markdown table per run of
 PSNR on missing entries, CRPS, spread–skill ratio and SWD for the mean fill, biharmonic and
-MIRI (the scores of ``scripts/quality.py``, on the run's whole set and masks), also written
-beside the PNG as ``<out>.md``.
+MIRI (the scores of ``scripts/quality.py``, on the run's set and masks, or its first
+``--items``), also written beside the PNG as ``<out>.md``.
 """
 
 import argparse
@@ -97,6 +97,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=3, help="screen pixels per image pixel")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--first", type=int, default=0, help="index of the first image shown")
+    parser.add_argument("--items", type=int, default=None, help="draw and score only the first N items (default: all)")
     args = parser.parse_args()
     if args.samples < 3:
         raise SystemExit("error: --samples must be at least 3 (the picture shows three draws)")
@@ -104,11 +105,12 @@ def main() -> None:
     for run in args.runs:
         truth = load_truth(run)
         observed = load_file(snapshots(run)[-1][1])["observed"]
+        truth, observed = truth[: args.items], observed[: args.items]
         samples, seconds = draw(run, truth, observed, args.samples, args.seed, say=lambda line: None)
         rows = compare(truth, observed, samples, (seconds[0], seconds[-1]), ("mean", "biharmonic"))
         missing = 1 - observed.float().mean().item()
         level = "channel" if (observed.any(1) & ~observed.all(1)).any() else "pixel"
-        title = f"{run.name}: {level}, {missing:.0%} missing"
+        title = f"{level}, {missing:.0%} missing"
         shown = slice(args.first, args.first + args.images)
         panels.append((title, panel(truth[shown], observed[shown], samples[:, shown])))
         tables.append(table(title, rows))
