@@ -27,6 +27,7 @@ COLUMNS = (
     "rmse_missing",
     "mae_missing",
     "mmd",
+    "swd",
     "seconds",
 )
 HEADERS = {
@@ -40,6 +41,7 @@ HEADERS = {
     "rmse_missing": "RMSE missing",
     "mae_missing": "MAE missing",
     "mmd": "MMD²",
+    "swd": "SWD",
     "seconds": "seconds",
 }
 
@@ -54,6 +56,7 @@ def scores(x: Tensor, truth: Tensor, observed: Tensor, mmd_items: int, features:
         "rmse_missing": metrics.rmse_missing(x, truth, observed).item(),
         "mae_missing": metrics.mae_missing(x, truth, observed).item(),
         "mmd": metrics.mmd(x, truth, mmd_items).item(),
+        "swd": metrics.sliced_wasserstein(x, truth)["swd"],
     }
     row["fid"] = fid(x, truth, features) if features is not None else None
     return row

@@ -1,6 +1,7 @@
 """FID with torch-fidelity's Inception-v3 (the features torchmetrics uses), offline-aware."""
 
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,19 +24,36 @@ def inception_weights(weights_path: str | None = None) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
 
 
-def inception_features(weights_path: str | None = None, device: str | torch.device = "cpu") -> Features:
-    """images (N, C, H, W) in [0, 1] -> Inception pool features (N, 2048). Raises
-    FileNotFoundError naming the file to place when the weights are absent."""
-    path = inception_weights(weights_path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"FID needs the Inception weights {INCEPTION_FILE} at {path} (or set fid.weights_path); "
-            "download them once on a machine that is online (torch-fidelity does it on first use)"
-        )
-    torch.load(path, map_location="cpu", weights_only=True)  # refuse a file holding more than tensors
+def inception_features(
+    weights_path: str | None = None, device: str | torch.device = "cpu", download: bool = True
+) -> Features:
+    """images (N, C, H, W) in [0, 1] -> Inception pool features (N, 2048).
+
+    The weights are read from ``weights_path``, else from torch's hub cache; when they are not
+    in the cache and ``download``, torch-fidelity's own download puts them there (needs the
+    network, once). Raises FileNotFoundError naming the file to place when they cannot be had.
+    """
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    network = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
+    path = inception_weights(weights_path)
+    place = (
+        f"FID needs the Inception weights {INCEPTION_FILE} at {path} (or set fid.weights_path); "
+        "download them once on a machine that is online (torch-fidelity does it on first use)"
+    )
+    if path.is_file():
+        torch.load(path, map_location="cpu", weights_only=True)  # refuse a file holding more than tensors
+        network = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
+    elif weights_path or not download:
+        raise FileNotFoundError(place)
+    else:
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(30)  # a network that drops packets fails instead of hanging
+        try:  # torch-fidelity downloads into torch.hub.get_dir()/checkpoints/, where ``path`` points
+            network = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+        except OSError as error:  # offline: URLError, a timeout, a refused connection
+            raise FileNotFoundError(f"{place} (the download failed: {error})") from error
+        finally:
+            socket.setdefaulttimeout(previous)
     network = network.to(device)
 
     def features(images: Tensor) -> Tensor:

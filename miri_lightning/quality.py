@@ -1,8 +1,9 @@
 """The quality benchmark: a MIRI recipe against the cheap imputations, on the same masks.
 
 One table, one row per method: the baselines, one MIRI sample (the faithful draw: compare
-its distribution metrics) and the mean of K MIRI samples (the posterior-mean estimate:
-compare its PSNR), each with the wall time it took.
+its distribution metrics, MMD² and SWD, and, for the K draws it stands for, their CRPS and
+spread–skill ratio) and the mean of K MIRI samples (the posterior-mean estimate: compare its
+PSNR), each with the wall time it took. A point method's CRPS is its MAE.
 """
 
 import csv
@@ -20,16 +21,31 @@ from miri_lightning.fid import Features, fid, inception_features
 from miri_lightning.inference import RunFlows
 from miri_lightning.run import train
 
-COLUMNS = ("method", "psnr_missing", "ssim", "mmd", "fid", "seconds")
+COLUMNS = ("method", "psnr_missing", "ssim", "mmd", "swd", "crps", "spread_skill", "fid", "seconds")
+#: Said under the table when the draws' probabilistic scores could not be computed.
+NEEDS_K = "crps and spread_skill of the MIRI draws need quality.samples = K ≥ 2 draws"
 
 
 def score(x: torch.Tensor, truth: torch.Tensor, observed: torch.Tensor, mmd_items: int, features) -> dict:
-    """The table's metrics of one imputation x (N, C, H, W) of the set."""
+    """The table's metrics of one imputation x (N, C, H, W) of the set: its CRPS is its MAE
+    (a point); SWD per pyramid level (``swd_<side>``) and their mean (``swd``)."""
     return {
         "psnr_missing": metrics.psnr_missing(x, truth, observed).item(),
         "ssim": metrics.ssim(x, truth).item(),
         "mmd": metrics.mmd(x, truth, mmd_items).item(),
+        **metrics.sliced_wasserstein(x, truth),
+        "crps": metrics.crps_missing(x[None], truth, observed).item(),
         "fid": fid(x, truth, features) if features is not None else None,
+    }
+
+
+def probabilistic(samples: torch.Tensor, truth: torch.Tensor, observed: torch.Tensor) -> dict:
+    """CRPS and spread–skill ratio of K draws (K, N, C, H, W); both None for K = 1."""
+    if samples.shape[0] < 2:
+        return {"crps": None, "spread_skill": None}
+    return {
+        "crps": metrics.crps_missing(samples, truth, observed).item(),
+        "spread_skill": metrics.spread_skill(samples, truth, observed).item(),
     }
 
 
@@ -43,7 +59,9 @@ def compare(
     features: Features | None = None,
 ) -> list[dict]:
     """Rows of the table. truth, observed: (N, C, H, W); samples: (K, N, C, H, W) MIRI
-    imputations; miri_seconds: (time to the first sample, time to all K) in seconds."""
+    imputations; miri_seconds: (time to the first sample, time to all K) in seconds. The
+    ``miri_sample`` row scores one draw, but its ``crps`` and ``spread_skill`` are those of
+    the K draws (empty for K = 1)."""
     check_baselines(baselines)
     rows = []
     for name in baselines:
@@ -53,6 +71,7 @@ def compare(
         rows.append({"method": name, **score(filled, truth, observed, mmd_items, features), "seconds": seconds})
     k = samples.shape[0]
     rows.append({"method": "miri_sample", **score(samples[0], truth, observed, mmd_items, features)})
+    rows[-1].update(probabilistic(samples, truth, observed))  # the K draws the sample stands for
     rows[-1]["seconds"] = miri_seconds[0]
     if k > 1:
         rows.append({"method": f"miri_mean_{k}", **score(samples.mean(0), truth, observed, mmd_items, features)})
@@ -93,16 +112,17 @@ def run_quality(cfg: DictConfig, say=print) -> tuple[list[dict], Path]:
     store = run.datamodule.store
     truth, observed = decode(store.truth).cpu(), store.observed.cpu()
     # the module is back on the CPU after fit: sample on the device the run trained on
-    flows = RunFlows(run.output_dir, run.trainer.strategy.root_device, cfg.miri.get("sample_noise"))
-    generator = torch.Generator().manual_seed(int(q.seed))
-    x = torch.where(observed, truth, 0)
-    samples, elapsed = [], []
-    sampling_started = time.perf_counter()
-    base = None if flows.init == "noise" else flows.deterministic_fill(x, observed)
-    for k in range(q.samples):
-        samples.append(flows.impute(x, observed, generator, cfg.miri.impute_batch_size, base))
-        elapsed.append(time.perf_counter() - sampling_started)
-        say(f"sample {k + 1}/{q.samples} of {len(x)} items through {len(flows.nets)} flow(s): {elapsed[-1]:.1f} s")
+    samples, elapsed = draw(
+        run.output_dir,
+        truth,
+        observed,
+        q.samples,
+        int(q.seed),
+        cfg.miri.impute_batch_size,
+        run.trainer.strategy.root_device,
+        cfg.miri.get("sample_noise"),
+        say,
+    )
     features = None
     if cfg.metrics.fid:
         try:
@@ -112,7 +132,7 @@ def run_quality(cfg: DictConfig, say=print) -> tuple[list[dict], Path]:
     rows = compare(
         truth,
         observed,
-        torch.stack(samples),
+        samples,
         (train_seconds + elapsed[0], train_seconds + elapsed[-1]),
         tuple(q.baselines),
         cfg.metrics.mmd_items,
@@ -122,9 +142,46 @@ def run_quality(cfg: DictConfig, say=print) -> tuple[list[dict], Path]:
     return rows, run.output_dir
 
 
+def draw(
+    run_dir: str | Path,
+    truth: torch.Tensor,
+    observed: torch.Tensor,
+    num_samples: int,
+    seed: int = 1,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    sample_noise: float | None = None,
+    say=print,
+) -> tuple[torch.Tensor, list[float]]:
+    """``num_samples`` imputations (K, N, C, H, W) of truth (N, C, H, W) under ``observed``
+    through every round's flow of the run in ``run_dir``, each from its own initial fill, and
+    the seconds from the start to each."""
+    flows = RunFlows(run_dir, device, sample_noise)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.where(observed, truth, 0)
+    samples, elapsed = [], []
+    started = time.perf_counter()
+    base = None if flows.init == "noise" else flows.deterministic_fill(x, observed)
+    for k in range(num_samples):
+        samples.append(flows.impute(x, observed, generator, batch_size, base))
+        elapsed.append(time.perf_counter() - started)
+        say(f"sample {k + 1}/{num_samples} of {len(x)} items through {len(flows.nets)} flow(s): {elapsed[-1]:.1f} s")
+    return torch.stack(samples), elapsed
+
+
+def columns(rows: list[dict]) -> list[str]:
+    """COLUMNS, with the SWD of each pyramid level (``swd_<side>``, finest first) after ``swd``."""
+    levels = [k for k in rows[0] if k.startswith("swd_")] if rows else []
+    at = COLUMNS.index("swd") + 1
+    return [*COLUMNS[:at], *levels, *COLUMNS[at:]]
+
+
 def markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in COLUMNS) + " |" for row in rows]
+    names = columns(rows)
+    lines = ["| " + " | ".join(names) + " |", "|" + " --- |" * len(names)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in names) + " |" for row in rows]
+    if any(row["method"] == "miri_sample" and row.get("spread_skill") is None for row in rows):
+        lines += ["", NEEDS_K]
     return "\n".join(lines)
 
 
@@ -132,9 +189,10 @@ def write_quality(rows: list[dict], output_dir: str | Path) -> Path:
     """``quality.csv`` (empty cells where a metric is absent) and ``quality.md``."""
     output_dir = Path(output_dir)
     path = output_dir / "quality.csv"
+    names = columns(rows)
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=names)
         writer.writeheader()
-        writer.writerows({c: "" if row.get(c) is None else row[c] for c in COLUMNS} for row in rows)
+        writer.writerows({c: "" if row.get(c) is None else row[c] for c in names} for row in rows)
     (output_dir / "quality.md").write_text(markdown(rows) + "\n")
     return path

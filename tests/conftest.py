@@ -22,6 +22,10 @@ TINY = [
     "trainer.enable_model_summary=false",
 ]
 
+#: The paper's start (uniform-noise fill, loss on every missing entry, no EMA), for tests that
+#: watch PSNR climb from noise over rounds (the default starts from a biharmonic fill).
+PAPER_FILL = ["miri.init=noise", "miri.init_noise=0", "miri.loss_on=missing", "miri.ema=0"]
+
 
 #: The quiet CPU trainer alone, for runs on vectors (data=toy, data=csv), already small.
 QUIET = ["trainer=cpu", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]

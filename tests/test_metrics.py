@@ -103,6 +103,29 @@ def test_fid_without_inception_weights_names_the_file_to_place(tmp_path):
         inception_features(str(tmp_path / INCEPTION_FILE))
 
 
+def test_fid_offline_tries_torch_fidelitys_download_then_names_the_file_to_place(tmp_path, monkeypatch):
+    import urllib.error
+
+    import torch.hub
+
+    asked = []
+
+    def offline(request, *args, **kwargs):  # what urlopen does without a network
+        asked.append(getattr(request, "full_url", request))
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "urlopen", offline)
+    expected = tmp_path / "hub" / "checkpoints" / INCEPTION_FILE
+    with pytest.raises(FileNotFoundError, match="the download failed") as error:
+        inception_features()
+    assert str(expected) in str(error.value)  # where torch-fidelity would have put it
+    assert len(asked) == 1 and asked[0].endswith(INCEPTION_FILE)
+    with pytest.raises(FileNotFoundError, match=INCEPTION_FILE):
+        inception_features(download=False)
+    assert len(asked) == 1  # download=False never reaches for the network
+
+
 def test_mean_fill_uses_each_channels_observed_mean():
     x = torch.tensor([[[[0.2, 0.4], [0.0, 0.0]], [[1.0, 0.0], [0.0, 0.0]]]])
     observed = torch.tensor([[[[1, 1], [0, 0]], [[1, 0], [0, 0]]]], dtype=torch.bool)
@@ -134,3 +157,97 @@ def test_biharmonic_fill_nearly_restores_a_linear_ramp(per_channel):
     error = (filled - truth)[~observed].abs().mean()
     assert error < 0.005
     assert error < (nearest_fill(x, observed) - truth)[~observed].abs().mean() / 4
+
+
+# -- probabilistic scores ------------------------------------------------------------------
+
+
+def gaussian_draws(k: int, spread: float, seed: int = 0):
+    """A posterior N(mu, 0.1²) per entry: the truth and k draws; ``spread`` scales the draws'
+    deviations (1: calibrated, 0: collapsed onto mu)."""
+    g = torch.Generator().manual_seed(seed)
+    mu = torch.rand(300, 3, 8, 8, generator=g)
+    truth = mu + 0.1 * torch.randn(mu.shape, generator=g)
+    draws = mu + spread * 0.1 * torch.randn((k, *mu.shape), generator=g)
+    observed = torch.rand(mu.shape, generator=g) < 0.3
+    return draws, truth, observed
+
+
+def test_crps_is_the_fair_ensemble_estimator_and_the_mae_for_one_draw():
+    draws, truth, observed = gaussian_draws(5, 1.0)
+    missing = ~observed
+    d, y = draws[:, missing].double(), truth[missing].double()
+    pairs = (d[:, None] - d[None]).abs().sum((0, 1)) / (5 * 4)  # every ordered pair of distinct draws
+    brute = ((d - y).abs().mean(0) - 0.5 * pairs).mean()
+    assert metrics.crps_missing(draws, truth, observed).item() == pytest.approx(brute.item(), rel=1e-5)
+    point = draws[0]
+    assert metrics.crps_missing(point[None], truth, observed).item() == pytest.approx(
+        metrics.mae_missing(point, truth, observed).item(), rel=1e-6
+    )
+
+
+def test_calibrated_draws_score_spread_skill_one_and_the_gaussian_crps_collapsed_ones_do_not():
+    draws, truth, observed = gaussian_draws(8, 1.0)
+    assert metrics.spread_skill(draws, truth, observed).item() == pytest.approx(1.0, abs=0.03)
+    # a calibrated Gaussian forecast's expected CRPS is σ/√π, below the posterior mean's MAE σ√(2/π)
+    assert metrics.crps_missing(draws, truth, observed).item() == pytest.approx(0.1 / math.sqrt(math.pi), rel=0.03)
+    # the finite-K correction: with K = 2 calibrated draws the ratio is still ≈ 1
+    assert metrics.spread_skill(draws[:2], truth, observed).item() == pytest.approx(1.0, abs=0.05)
+    collapsed, _, _ = gaussian_draws(8, 0.05)
+    assert metrics.spread_skill(collapsed, truth, observed).item() < 0.1
+    wide, _, _ = gaussian_draws(8, 2.0)
+    assert metrics.spread_skill(wide, truth, observed).item() > 1.5
+    with pytest.raises(ValueError, match="K ≥ 2"):
+        metrics.spread_skill(draws[:1], truth, observed)
+
+
+# -- sliced Wasserstein distance -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def embedded_holes():
+    """300 embedded 32×32 crops, 60 % of their pixels missing; a copy blurred on the holes and
+    one with Gaussian noise of the same PSNR on the holes."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    from miri_lightning.data.sample import sample_images
+    from miri_lightning.data.store import decode
+    from miri_lightning.masks import MCARMask
+
+    truth = decode(sample_images(300, 32, 0))
+    observed = MCARMask(0.6, "pixel", seed=0)(truth.shape)
+    blurred = torch.where(observed, truth, gaussian_blur(truth, 5, 1.5))
+    error = metrics.rmse_missing(blurred, truth, observed)
+    grain = truth + error * torch.randn(truth.shape, generator=torch.Generator().manual_seed(0))
+    grainy = torch.where(observed, truth, grain)
+    return truth, observed, blurred, grainy
+
+
+def test_swd_puts_the_truth_at_its_floor_and_sees_blur_and_grain(embedded_holes):
+    truth, observed, blurred, grainy = embedded_holes
+    # same PSNR (the noise is not clamped): a distance on PSNR alone could not tell them apart
+    assert metrics.psnr_missing(grainy, truth, observed).item() == pytest.approx(
+        metrics.psnr_missing(blurred, truth, observed).item(), abs=0.1
+    )
+    options = {"patches_per_image": 32, "projections": 128}
+    floor = metrics.sliced_wasserstein(truth, truth, seed=1, **options)
+    again = metrics.sliced_wasserstein(truth, truth, seed=2, **options)
+    blur = metrics.sliced_wasserstein(blurred, truth, seed=1, **options)
+    noise = metrics.sliced_wasserstein(grainy, truth, seed=1, **options)
+    assert list(floor) == ["swd_32", "swd_16", "swd_8", "swd"]
+    assert again["swd"] < 2 * floor["swd"]  # the floor is the estimator's, not one lucky draw
+    assert blur["swd"] > 4 * floor["swd"] and noise["swd"] > 4 * floor["swd"]
+    # both show at the finest level; blur removes detail at the middle one too, grain does not
+    assert blur["swd_32"] > 4 * floor["swd_32"] and noise["swd_32"] > 4 * floor["swd_32"]
+    assert blur["swd_16"] > 4 * floor["swd_16"] > noise["swd_16"]
+
+
+def test_swd_on_small_images_uses_fewer_levels_and_says_so_once(caplog):
+    images = torch.rand(20, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with caplog.at_level("WARNING", logger="miri_lightning.metrics"):
+        first = metrics.sliced_wasserstein(images, images, levels=3, patches_per_image=8, projections=16)
+        metrics.sliced_wasserstein(images, images, levels=3, patches_per_image=8, projections=16)
+    assert list(first) == ["swd_16", "swd_8", "swd"]
+    assert [r.getMessage() for r in caplog.records].count(
+        "SWD: 16×16 images allow 2 pyramid level(s) of 7×7 patches, not 3"
+    ) == 1

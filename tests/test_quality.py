@@ -7,13 +7,14 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from conftest import ROOT, TINY
 from safetensors.torch import load_file
 from skimage.restoration import inpaint_biharmonic
 
 from miri_lightning.data.sample import sample_images
 from miri_lightning.data.store import decode
-from miri_lightning.quality import COLUMNS
+from miri_lightning.quality import NEEDS_K, columns, compare, markdown
 
 
 def psnr_missing(x: np.ndarray, truth: np.ndarray, missing: np.ndarray) -> float:
@@ -39,11 +40,13 @@ def test_quality_writes_one_row_per_method_and_baselines_match_an_independent_co
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    assert "| method | psnr_missing | ssim | mmd | fid | seconds |" in result.stdout
+    header = "| method | psnr_missing | ssim | mmd | swd | swd_16 | swd_8 | crps | spread_skill | fid | seconds |"
+    assert header in result.stdout  # 16×16 crops: two pyramid levels
+    assert NEEDS_K not in result.stdout
     with open(out / "quality.csv") as f:
         rows = {row["method"]: row for row in csv.DictReader(f)}
         f.seek(0)
-        assert tuple(next(csv.reader(f))) == COLUMNS
+        assert next(csv.reader(f)) == columns([{"method": "", "swd_16": 0, "swd_8": 0}])
     assert list(rows) == ["mean", "harmonic", "biharmonic", "miri_sample", "miri_mean_3"]
     assert all(row["fid"] == "" for row in rows.values())  # metrics.fid=false: left empty, not invented
     assert all(float(row["seconds"]) > 0 for row in rows.values())
@@ -74,3 +77,63 @@ def test_quality_writes_one_row_per_method_and_baselines_match_an_independent_co
     assert float(rows["biharmonic"]["psnr_missing"]) > float(rows["mean"]["psnr_missing"])
     # averaging K samples cuts the sampling variance: the mean's PSNR beats one sample's
     assert float(rows["miri_mean_3"]["psnr_missing"]) > float(rows["miri_sample"]["psnr_missing"])
+    # a point method's CRPS is its MAE; the K = 3 draws have a spread, their mean does not
+    assert float(rows["biharmonic"]["crps"]) == pytest.approx(
+        float(np.abs(biharmonic.clip(0, 1) - truth)[missing].mean()), rel=1e-3
+    )
+    assert float(rows["miri_sample"]["spread_skill"]) > 0
+    assert rows["miri_mean_3"]["spread_skill"] == "" and rows["biharmonic"]["spread_skill"] == ""
+    assert all(float(row["swd"]) > 0 for row in rows.values())
+
+    # the README's picture from the same run: 8 rows of 2 images, and the scores under it
+    picture = tmp_path / "docs" / "draws.png"
+    made = subprocess.run(
+        [
+            sys.executable,
+            "scripts/figure.py",
+            str(out),
+            "--images",
+            "2",
+            "--samples",
+            "3",
+            "--scale",
+            "2",
+            "--out",
+            str(picture),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert made.returncode == 0, made.stderr
+    from PIL import Image
+
+    width, height = Image.open(picture).size
+    assert height == 18 + 8 * (16 * 2 + 2) - 2 and width == 96 + 2 * (16 * 2 + 2) - 2
+    table = picture.with_suffix(".md").read_text()
+    assert "| biharmonic | " in table and "| MIRI | " in table and "(mean of 3" in table
+
+
+def test_quality_rows_score_the_k_draws_and_leave_their_scores_empty_for_one_draw():
+    truth = decode(sample_images(40, 16, 0))
+    observed = torch.rand(truth.shape, generator=torch.Generator().manual_seed(0)) > 0.5
+    g = torch.Generator().manual_seed(1)
+    draws = torch.stack([torch.where(observed, truth, torch.rand(truth.shape, generator=g)) for _ in range(4)])
+    rows = {r["method"]: r for r in compare(truth, observed, draws, (1.0, 2.0), ("mean",), mmd_items=20)}
+    assert list(rows) == ["mean", "miri_sample", "miri_mean_4"]
+    # uniform draws, independent of the truth: the fair CRPS of U[0, 1] is E|U - y| - 1/6
+    y = truth[~observed]
+    expected = ((y**2 + (1 - y) ** 2) / 2 - 1 / 6).mean().item()
+    assert rows["miri_sample"]["crps"] == pytest.approx(expected, abs=0.01)
+    assert rows["miri_mean_4"]["crps"] == pytest.approx(
+        (draws.mean(0) - truth)[~observed].abs().mean().item(), rel=1e-5
+    )
+    assert rows["miri_sample"]["spread_skill"] > 0.5  # spread as wide as the error: not collapsed
+    assert NEEDS_K not in markdown(list(rows.values()))
+
+    one = {r["method"]: r for r in compare(truth, observed, draws[:1], (1.0, 1.0), ("mean",), mmd_items=20)}
+    assert list(one) == ["mean", "miri_sample"]
+    assert one["miri_sample"]["crps"] is None and one["miri_sample"]["spread_skill"] is None
+    assert one["mean"]["crps"] is not None  # the baselines' CRPS (their MAE) needs no draws
+    assert NEEDS_K in markdown(list(one.values()))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import PAPER_FILL
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -27,7 +28,7 @@ def scalars(output_dir, tag):
 
 
 def test_psnr_on_missing_entries_rises_over_the_initial_fill(tiny_config):
-    cfg = tiny_config("miri.rounds=3", "miri.steps_per_round=40", "mask.rate=0.3", "metrics.mine_steps=30")
+    cfg = tiny_config(*PAPER_FILL, "miri.rounds=3", "miri.steps_per_round=40", "mask.rate=0.3", "metrics.mine_steps=30")
     run = train(cfg)
     history = run.miri.history
     assert [h["round"] for h in history] == [0, 1, 2, 3]
@@ -40,8 +41,9 @@ def test_psnr_on_missing_entries_rises_over_the_initial_fill(tiny_config):
     logged, tags = scalars(out, "round/psnr_missing")
     assert [step for step, _ in logged] == [0, 40, 80, 120]  # the step that ends each round
     assert [v for _, v in logged] == pytest.approx(psnr)
-    for tag in ("train/loss", "round/psnr_full", "round/rmse_missing", "round/ssim", "round/mmd"):
+    for tag in ("train/loss", "round/psnr_full", "round/rmse_missing", "round/ssim", "round/mmd", "round/swd"):
         assert tag in tags["scalars"]
+    assert history[-1]["swd"] < history[0]["swd"]  # the uniform-noise fill is the least realistic
     assert "round/mutual_information" in tags["scalars"]
     assert {"round/reconstructions", "round/difference"} <= set(tags["images"])
 
@@ -122,7 +124,7 @@ def test_unknown_key_gets_hydras_own_error(tmp_path):
 
 @pytest.mark.parametrize("dtype", ["float16", "uint8"])
 def test_compact_stores_keep_observed_pixels_and_still_improve(tiny_config, dtype):
-    settings = [f"data.store_dtype={dtype}", "miri.steps_per_round=30", "mask.rate=0.3"]
+    settings = [*PAPER_FILL, f"data.store_dtype={dtype}", "miri.steps_per_round=30", "mask.rate=0.3"]
     run = train(tiny_config(*settings, "miri.rounds=2"))
     store = run.datamodule.store
     assert store.imputed.dtype == getattr(torch, dtype) and store.truth.dtype == torch.uint8

@@ -21,7 +21,7 @@ from miri_lightning.snapshots import prune_snapshots, save_flow, tensor_digest
 log = logging.getLogger(__name__)
 
 #: The metrics of the printed line per round, in order: for images, and for vectors.
-PRINTED_IMAGES = ("psnr_missing", "psnr_full", "rmse_missing", "ssim", "mmd")
+PRINTED_IMAGES = ("psnr_missing", "psnr_full", "rmse_missing", "ssim", "mmd", "swd")
 PRINTED_VECTORS = ("rmse_missing", "mae_missing", "mmd", "cluster_share")
 
 
