@@ -107,11 +107,12 @@ def test_compiled_ode_batches_are_padded_to_one_size_and_impute_the_same(tiny_co
     run.trainer.fit(run.module, datamodule=run.datamodule)
     store, trainer, module = run.datamodule.store, run.trainer, run.module
     sizes = []
-    module.velocity.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))
-    plain = run.miri.reimpute(trainer, module, store.imputed, store.observed, store.interp)
+    module.imputer().register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))
+    # reimpute writes the new imputation into the tensor it is given: each call gets a copy
+    plain = run.miri.reimpute(trainer, module, store.imputed.clone(), store.observed, store.interp)
     assert sorted(set(sizes)) == [8, 16]  # 40 items: 16, 16, 8
     sizes.clear()
     module.hparams.compile = True  # what the callback does for a compiled field (not compiled here)
-    padded = run.miri.reimpute(trainer, module, store.imputed, store.observed, store.interp)
+    padded = run.miri.reimpute(trainer, module, store.imputed.clone(), store.observed, store.interp)
     assert set(sizes) == {16}  # the last batch padded: one shape, no recompilation
     assert padded.shape == plain.shape and torch.allclose(padded, plain, atol=1e-6)
