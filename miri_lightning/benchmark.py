@@ -140,12 +140,7 @@ def benchmark(cfg: DictConfig, steps: int = 20, warmup: int = 5) -> dict:
     achieved = train_flops * train_rate
     recipe_training = recipe_steps * train_seconds
     return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "model": cfg.model._target_.rsplit(".", 1)[-1],
-        "parameters": sum(p.numel() for p in module.velocity.parameters()),
-        "precision": precision,
-        "compile": bool(miri.compile),
-        "batch": miri.batch_size,
+        **describe(cfg, module, device, precision),
         "items": len(store),
         "train_images_per_s": train_rate,
         "ode_image_steps_per_s": ode_rate,
@@ -156,6 +151,26 @@ def benchmark(cfg: DictConfig, steps: int = 20, warmup: int = 5) -> dict:
         "round_reimpute_s": reimpute_seconds,
         "round_end_s": round_end_seconds,
         "round_seconds_estimate": recipe_training + reimpute_seconds + round_end_seconds,
+        **work_and_memory(train_flops, ode_flops, achieved, peak, device),
+    }
+
+
+def describe(cfg: DictConfig, module, device: torch.device, precision: str) -> dict:
+    """The first columns of a benchmark row: what was measured."""
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "model": cfg.model._target_.rsplit(".", 1)[-1],
+        "parameters": sum(p.numel() for p in module.velocity.parameters()),
+        "precision": precision,
+        "compile": bool(cfg.miri.compile),
+        "batch": cfg.miri.batch_size,
+    }
+
+
+def work_and_memory(train_flops: float, ode_flops: float, achieved: float, peak: float | None, device) -> dict:
+    """The last columns of a benchmark row: FLOPs per image, achieved TFLOP/s, the fraction of
+    the device's peak, peak memory."""
+    return {
         "gflop_per_train_image": train_flops / 1e9,
         "gflop_per_ode_step": ode_flops / 1e9,
         "train_tflops": achieved / 1e12,
@@ -253,21 +268,11 @@ def side_loop(cfg: DictConfig, steps: int = 10, warmup: int = 3, repeats: int = 
     peak = device_peak(device, precision)
     achieved = train_flops * train_rate
     return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "model": cfg.model._target_.rsplit(".", 1)[-1],
-        "parameters": sum(p.numel() for p in module.velocity.parameters()),
-        "precision": precision,
-        "compile": bool(miri.compile),
-        "batch": miri.batch_size,
+        **describe(cfg, module, device, precision),
         "train_images_per_s": train_rate,
         "ode_image_steps_per_s": ode_rate,
         "round_seconds_estimate": round_seconds,
-        "gflop_per_train_image": train_flops / 1e9,
-        "gflop_per_ode_step": ode_flops / 1e9,
-        "train_tflops": achieved / 1e12,
-        "peak_fraction": achieved / peak if peak else None,
-        "host_peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "gpu_peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+        **work_and_memory(train_flops, ode_flops, achieved, peak, device),
     }
 
 
