@@ -82,6 +82,7 @@ class MIRIImputer(TransformerMixin, BaseEstimator):
         solver: str = "euler",
         init: str = "noise",
         init_noise: float = 0.0,
+        init_noise_mode: str = "constant",
         sample_noise: float | None = None,
         reinit: bool = False,
         ema: float = 0.0,
@@ -106,6 +107,7 @@ class MIRIImputer(TransformerMixin, BaseEstimator):
         self.solver = solver
         self.init = init
         self.init_noise = init_noise
+        self.init_noise_mode = init_noise_mode
         self.sample_noise = sample_noise
         self.reinit = reinit
         self.ema = ema
@@ -137,6 +139,7 @@ class MIRIImputer(TransformerMixin, BaseEstimator):
             f"miri.solver={self.solver}",
             f"miri.init={self.init}",
             f"miri.init_noise={float(self.init_noise)}",
+            f"miri.init_noise_mode={self.init_noise_mode}",
             f"miri.sample_noise={'null' if self.sample_noise is None else float(self.sample_noise)}",
             f"miri.reinit={flag(self.reinit)}",
             f"miri.ema={float(self.ema)}",

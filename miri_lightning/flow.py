@@ -127,6 +127,7 @@ def initial_fill(
     channel_mean: Tensor | None = None,
     noise: float = 0.0,
     clamp: tuple[float, float] | None = (0.0, 1.0),
+    noise_mode: str = "constant",
 ) -> Tensor:
     """Round-0 imputation x̃⁰ of a data set x (N, C, ...), observed entries kept.
 
@@ -138,7 +139,8 @@ def initial_fill(
     batched torch); ``biharmonic``: the biharmonic one (:func:`curvature_fill`, batched torch,
     within 0.01 dB of scikit-image's inpainting; better than harmonic on smooth images).
     ``noise`` (σ ≥ 0) adds N(0, σ²) to the deterministic fills, then clamps (:func:`perturb`):
-    a deterministic fill gives one sample, a noisy one a distribution to draw from.
+    a deterministic fill gives one sample, a noisy one a distribution to draw from;
+    ``noise_mode="local"`` scales σ by each entry's :func:`local_spread`.
     """
     if init == "noise":
         if clamp is None:
@@ -147,7 +149,8 @@ def initial_fill(
             low, high = clamp
             fill = low + (high - low) * torch.rand(x.shape, generator=generator, dtype=x.dtype)
         return torch.where(observed.bool(), x, fill.to(x.device))
-    return perturb(deterministic_fill(x, observed, init, channel_mean), observed, noise, generator, clamp)
+    fill = deterministic_fill(x, observed, init, channel_mean)
+    return perturb(fill, observed, noise, generator, clamp, noise_mode)
 
 
 def deterministic_fill(x: Tensor, observed: Tensor, init: str, channel_mean: Tensor | None = None) -> Tensor:
@@ -168,22 +171,62 @@ def deterministic_fill(x: Tensor, observed: Tensor, init: str, channel_mean: Ten
     return curvature_fill(x, o, iterations=25).clamp(0, 1)
 
 
+#: How the σ of the fill's noise varies over an image: ``constant``, the same σ everywhere;
+#: ``local``, σ times each entry's :func:`local_spread` (more noise where the observed
+#: neighbours vary, little in flat regions: the interpolation's error varies the same way).
+NOISE_MODES = ("constant", "local")
+
+#: The local spread's window is (2 r + 1)² entries: 5×5.
+LOCAL_RADIUS = 2
+
+
+def check_noise_mode(mode: str, item_dims: int | None = None) -> None:
+    """ValueError unless ``mode`` is one of NOISE_MODES (``local`` needs images: items of 3 dims)."""
+    if mode not in NOISE_MODES:
+        raise ValueError(f"miri.init_noise_mode must be one of {NOISE_MODES}, got {mode!r}")
+    if mode == "local" and item_dims is not None and item_dims != 3:
+        raise ValueError("miri.init_noise_mode=local needs images (C, H, W): use constant for tables and vectors")
+
+
 def perturb(
     fill: Tensor,
     observed: Tensor,
     noise: float,
     generator: torch.Generator | None = None,
     clamp: tuple[float, float] | None = (0.0, 1.0),
+    mode: str = "constant",
 ) -> Tensor:
-    """``fill`` (N, ...) plus N(0, noise²) on its missing entries, clamped to ``clamp``."""
+    """``fill`` (N, ...) plus N(0, σ²) on its missing entries, clamped to ``clamp``; σ is
+    ``noise`` (``mode="constant"``) or ``noise`` × :func:`local_spread` of the fill's
+    observed entries (``mode="local"``, images (N, C, H, W))."""
     if noise < 0:
         raise ValueError(f"miri.init_noise must be at least 0, got {noise}")
+    check_noise_mode(mode, fill.dim() - 1)
     if noise == 0:
         return fill
-    noisy = fill + noise * torch.randn(fill.shape, generator=generator, dtype=fill.dtype).to(fill.device)
+    sigma = noise if mode == "constant" else noise * local_spread(fill, observed)
+    noisy = fill + sigma * torch.randn(fill.shape, generator=generator, dtype=fill.dtype).to(fill.device)
     if clamp is not None:
         noisy = noisy.clamp(*clamp)
     return torch.where(observed.bool(), fill, noisy)
+
+
+def local_spread(x: Tensor, observed: Tensor, radius: int = LOCAL_RADIUS) -> Tensor:
+    """(N, C, H, W): for each entry of images x (N, C, H, W), the standard deviation of the
+    observed entries of its image and channel within the (2 radius + 1)² window around it
+    (edges replicated; 0 where the window holds fewer than two observed values). A measure
+    of how much the picture varies there, hence of how far an interpolation may be off."""
+    o = observed.to(x.dtype)
+    size = 2 * radius + 1
+
+    def window_sum(u: Tensor) -> Tensor:
+        padded = torch.nn.functional.pad(u, (radius,) * 4, mode="replicate")
+        return torch.nn.functional.avg_pool2d(padded, size, stride=1) * size**2
+
+    known = torch.where(observed.bool(), x, 0)
+    count = window_sum(o).clamp_min(1)
+    mean = window_sum(known) / count
+    return (window_sum(known * known) / count - mean * mean).clamp_min(0).sqrt()
 
 
 def observed_channel_mean(x: Tensor, observed: Tensor) -> Tensor:

@@ -19,7 +19,8 @@ from miri_lightning.snapshots import load_flow, read_flow_metadata, save_flow
 class RunFlows:
     """The velocity fields of rounds 1..R of a run, and how the run solved its ODE;
     ``sample_noise``: the σ of the noise on the deterministic fill of new draws (default: the
-    run's ``miri.sample_noise``, else its ``miri.init_noise``). Images (C, H, W) in [0, 1], or
+    run's ``miri.sample_noise``, else its ``miri.init_noise``; scaled as the run's
+    ``miri.init_noise_mode`` says). Images (C, H, W) in [0, 1], or
     vectors (d,) of a standardised table (an N(0, 1) fill, no clamping)."""
 
     def __init__(self, run_dir: str | Path, device: str | torch.device = "cpu", sample_noise: float | None = None):
@@ -39,6 +40,8 @@ class RunFlows:
         if sample_noise is None:
             sample_noise = miri.get("sample_noise")
         self.sample_noise = float(miri.get("init_noise", 0.0) if sample_noise is None else sample_noise)
+        #: constant or local (flow.NOISE_MODES): how σ varies over an image, as in the run
+        self.noise_mode = str(miri.get("init_noise_mode", "constant"))
         # every file is checked (format, network key) before any network is built
         metadata = [read_flow_metadata(path) for path in files]
         #: the training set's per-channel mean of observed entries: the fill of miri.init=mean
@@ -79,6 +82,18 @@ class RunFlows:
             mean = torch.tensor(self.fill_mean, dtype=x.dtype)
         return flow.deterministic_fill(x, observed, self.init, mean)
 
+    def initial_fill(
+        self, x: Tensor, observed: Tensor, generator: torch.Generator, base: Tensor | None = None
+    ) -> Tensor:
+        """The round-0 fill of x (N, *item) that :meth:`impute` starts from, drawn from
+        ``generator``: the run's noise fill, or its deterministic fill (``base`` when already
+        computed) plus the sampling noise."""
+        if self.init == "noise":
+            return flow.initial_fill(x, observed, "noise", generator, clamp=self.clamp)
+        if base is None:
+            base = self.deterministic_fill(x, observed)
+        return flow.perturb(base, observed, self.sample_noise, generator, self.clamp, self.noise_mode)
+
     @torch.no_grad()
     def impute(
         self,
@@ -94,12 +109,7 @@ class RunFlows:
         :meth:`sample`)."""
         if tuple(x.shape[1:]) != self.item_shape:
             raise ValueError(f"the flows take items of shape {self.item_shape}, got {tuple(x.shape[1:])}")
-        if self.init == "noise":
-            fill = flow.initial_fill(x, observed, "noise", generator, clamp=self.clamp)
-        else:
-            if base is None:
-                base = self.deterministic_fill(x, observed)
-            fill = flow.perturb(base, observed, self.sample_noise, generator, self.clamp)
+        fill = self.initial_fill(x, observed, generator, base)
         out = torch.empty_like(x)
         for k in range(0, x.shape[0], batch_size):
             y, o = fill[k : k + batch_size].to(self.device), observed[k : k + batch_size].to(self.device)

@@ -171,6 +171,7 @@ def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
         store_dtype=store_dtype,
         init_noise=miri.init_noise,
         store_on_device=miri.store_on_device,
+        init_noise_mode=miri.get("init_noise_mode", "constant"),
     )
     try:
         net_cfg = OmegaConf.to_container(cfg.model, resolve=True)

@@ -217,3 +217,46 @@ def test_noise_fill_of_unbounded_data_is_standard_normal():
     fill = flow.initial_fill(x, o, "noise", torch.Generator().manual_seed(7), clamp=None)
     assert fill[~o].mean().abs() < 0.05 and fill[~o].std().item() == pytest.approx(1.0, abs=0.05)
     assert fill[~o].min() < -2.5 and torch.equal(fill[o], x[o])
+
+
+def test_local_spread_is_the_std_of_observed_neighbours_in_a_5x5_window():
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 9, 9, generator=g)
+    o = torch.rand(2, 3, 9, 9, generator=g) > 0.4
+    spread = flow.local_spread(x, o)
+    for n, c, i, j in [(0, 0, 4, 4), (1, 2, 0, 0), (0, 1, 8, 3), (1, 0, 2, 7)]:
+        # the window with replicated edges: an edge entry counts once per padded copy
+        ii = (torch.arange(i - 2, i + 3).clamp(0, 8)[:, None]).expand(5, 5)
+        jj = (torch.arange(j - 2, j + 3).clamp(0, 8)[None, :]).expand(5, 5)
+        values = x[n, c][ii, jj][o[n, c][ii, jj]]
+        expected = values.double().var(unbiased=False).sqrt() if len(values) > 1 else 0.0
+        assert spread[n, c, i, j].item() == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_local_noise_follows_the_picture_none_on_flat_regions():
+    # left half flat grey, right half a checkerboard of 0.2 / 0.8: the local noise leaves the
+    # flat half alone and spreads the textured half by about σ × 0.3 (the checkerboard's std)
+    x = torch.full((400, 1, 16, 16), 0.5)
+    board = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2
+    x[..., 8:] = (0.2 + 0.6 * board[:, 8:]).float()
+    o = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) > 0.5
+    base = flow.deterministic_fill(x, o, "mean")
+    local = flow.perturb(base, o, 0.5, torch.Generator().manual_seed(1), clamp=None, mode="local")
+    constant = flow.perturb(base, o, 0.5, torch.Generator().manual_seed(1), clamp=None)
+    moved = (local - base)[~o].view(-1)
+    flat = (~o).clone()
+    flat[..., 6:] = False  # away from the border: the window sees the flat half only
+    textured = (~o).clone()
+    textured[..., :11] = False
+    assert (local - base)[flat].abs().max() < 1e-6
+    assert (local - base)[textured].std().item() == pytest.approx(0.5 * 0.3, rel=0.1)
+    assert (constant - base)[flat].std().item() == pytest.approx(0.5, rel=0.1)
+    assert torch.equal(local[o], x[o]) and moved.abs().max() > 0
+
+
+def test_bad_noise_modes_are_refused():
+    x, o = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 8, 8) > 0.5
+    with pytest.raises(ValueError, match="init_noise_mode must be one of"):
+        flow.perturb(x, o, 0.1, mode="gaussian")
+    with pytest.raises(ValueError, match="init_noise_mode=local needs images"):
+        flow.perturb(torch.rand(5, 3), torch.rand(5, 3) > 0.5, 0.1, mode="local")

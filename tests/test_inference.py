@@ -37,3 +37,20 @@ def test_run_flows_reproduce_the_stored_imputation_and_need_every_round(tiny_con
         flows = RunFlows(run.output_dir)
         part = flows.impute(x[:4], observed[:4], torch.Generator(), batch_size=32)
         assert torch.allclose(part, stored["imputed"][:4], atol=1e-5)
+
+
+def test_run_flows_draw_their_fill_noise_as_the_run_did(tiny_config):
+    # init_noise_mode=local: new draws scale σ by the local spread, as the run's store did;
+    # drawn with a constant σ instead, the same generator gives another fill and imputation
+    overrides = ("miri.steps_per_round=4", "miri.init=biharmonic", "miri.init_noise=0.5", "miri.init_noise_mode=local")
+    run = train(tiny_config("miri.rounds=1", *overrides))
+    stored = load_snapshot(run.output_dir / "imputed" / "round_001.safetensors")
+    observed, truth = stored["observed"], decode(run.datamodule.store.truth)
+    x = torch.where(observed, truth, 0)
+    flows = RunFlows(run.output_dir)
+    assert flows.noise_mode == "local"
+    again = flows.impute(x, observed, torch.Generator().manual_seed(fill_seed(0)), batch_size=32)
+    assert torch.allclose(again, stored["imputed"], atol=1e-5), (again - stored["imputed"]).abs().max()
+    flows.noise_mode = "constant"
+    other = flows.impute(x, observed, torch.Generator().manual_seed(fill_seed(0)), batch_size=32)
+    assert (other - stored["imputed"]).abs().max() > 1e-2

@@ -98,6 +98,7 @@ class MIRIDataModule(L.LightningDataModule):
         store_dtype: str = "float32",
         init_noise: float = 0.0,
         store_on_device: bool = False,
+        init_noise_mode: str = "constant",
     ):
         super().__init__()
         if batch_size < 1:
@@ -108,7 +109,8 @@ class MIRIDataModule(L.LightningDataModule):
             raise ValueError(f"miri.init must be one of {flow.INITS}, got {init!r}")
         if init_noise < 0:
             raise ValueError(f"miri.init_noise must be at least 0, got {init_noise}")
-        self.init_noise, self.store_on_device = init_noise, store_on_device
+        flow.check_noise_mode(init_noise_mode)
+        self.init_noise, self.init_noise_mode, self.store_on_device = init_noise, init_noise_mode, store_on_device
         self.source, self.mask = source, mask
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.store_dtype = store_dtype
@@ -129,7 +131,7 @@ class MIRIDataModule(L.LightningDataModule):
         if device is None and trainer is not None:
             device = trainer.strategy.root_device
         loaded = self.source.load()
-        args = (loaded, self.mask, self.init, self.seed, self.store_dtype, self.init_noise)
+        args = (loaded, self.mask, self.init, self.seed, self.store_dtype, self.init_noise, self.init_noise_mode)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             local_rank = trainer.local_rank if trainer is not None else int(os.environ.get("LOCAL_RANK", 0))
             self.store = build_node_shared_store(*args, local_rank=local_rank, device=device)

@@ -59,6 +59,7 @@ def build_node_shared_store(
     seed: int,
     dtype: str,
     init_noise: float,
+    noise_mode: str,
     local_rank: int,
     device: torch.device | str | None = None,
 ) -> Store:
@@ -81,7 +82,7 @@ def build_node_shared_store(
                 f"{folder} has {room / 2**30:.2f} GiB free but the store needs {needed / 2**30:.2f} GiB: each rank "
                 "holds its own store (give the machine more shared memory, e.g. docker --shm-size, to hold one)"
             )
-        return build_store(loaded, mask, init, seed, dtype, init_noise, device=device)
+        return build_store(loaded, mask, init, seed, dtype, init_noise, noise_mode, device=device)
     prefix = folder / f"miri_lightning-{os.getuid()}-{run_token()}"
     paths = {name: Path(f"{prefix}-{name}.bin") for name in ("observed", "imputed")}
     error, store = None, None
@@ -91,7 +92,9 @@ def build_node_shared_store(
             return _map(paths[name], shape, torch_dtype, create=True)
 
         try:
-            store = build_store(loaded, mask, init, seed, dtype, init_noise, device=device, allocate=allocate)
+            store = build_store(
+                loaded, mask, init, seed, dtype, init_noise, noise_mode, device=device, allocate=allocate
+            )
         except Exception as caught:  # raised below, after every rank has learnt that the build failed
             error = caught
     failed = torch.tensor([error is not None], dtype=torch.int32, device=_collective_device())

@@ -115,6 +115,7 @@ def build_store(
     seed: int,
     dtype: str = "float32",
     init_noise: float = 0.0,
+    noise_mode: str = "constant",
     device: torch.device | str | None = None,
     allocate: Callable[[str, tuple[int, ...], torch.dtype], Tensor] | None = None,
 ) -> Store:
@@ -162,6 +163,7 @@ def build_store(
             channel_mean.to(device) if channel_mean is not None else None,
             init_noise,
             loaded.clamp,
+            noise_mode,
         )
         imputed[k : k + CHUNK] = encode(part, imputed.dtype).cpu()
     return Store(imputed, observed, values if loaded.has_truth else None, loaded.clamp)
