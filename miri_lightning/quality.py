@@ -1,6 +1,8 @@
 """The quality benchmark: a MIRI recipe against the cheap imputations, on the same masks.
 
-One table, one row per method: the baselines, one MIRI sample (the faithful draw: compare
+One table, one row per method: the baselines, the run's initial fill (its round-0 fill drawn
+K times, the very fills the MIRI draws start from: what the flows add is the difference), one
+MIRI sample (the faithful draw: compare
 its distribution metrics, MMD² and SWD, and, for the K draws it stands for, their CRPS and
 spread–skill ratio) and the mean of K MIRI samples (the posterior-mean estimate: compare its
 PSNR), each with the wall time it took. A point method's CRPS is its MAE.
@@ -57,11 +59,13 @@ def compare(
     baselines: tuple[str, ...],
     mmd_items: int = 1000,
     features: Features | None = None,
+    fills: torch.Tensor | None = None,
 ) -> list[dict]:
     """Rows of the table. truth, observed: (N, C, H, W); samples: (K, N, C, H, W) MIRI
     imputations; miri_seconds: (time to the first sample, time to all K) in seconds. The
     ``miri_sample`` row scores one draw, but its ``crps`` and ``spread_skill`` are those of
-    the K draws (empty for K = 1)."""
+    the K draws (empty for K = 1). ``fills`` (K, N, C, H, W): the draws' starting points, scored
+    the same way in an ``initial_fill`` row (one fill; CRPS and spread–skill of the K)."""
     check_baselines(baselines)
     rows = []
     for name in baselines:
@@ -70,6 +74,10 @@ def compare(
         seconds = time.perf_counter() - started
         rows.append({"method": name, **score(filled, truth, observed, mmd_items, features), "seconds": seconds})
     k = samples.shape[0]
+    if fills is not None:
+        rows.append({"method": "initial_fill", **score(fills[0], truth, observed, mmd_items, features)})
+        rows[-1].update(probabilistic(fills, truth, observed))
+        rows[-1]["seconds"] = None
     rows.append({"method": "miri_sample", **score(samples[0], truth, observed, mmd_items, features)})
     rows[-1].update(probabilistic(samples, truth, observed))  # the K draws the sample stands for
     rows[-1]["seconds"] = miri_seconds[0]
@@ -112,7 +120,7 @@ def run_quality(cfg: DictConfig, say=print) -> tuple[list[dict], Path]:
     store = run.datamodule.store
     truth, observed = decode(store.truth).cpu(), store.observed.cpu()
     # the module is back on the CPU after fit: sample on the device the run trained on
-    samples, elapsed = draw(
+    samples, elapsed, fills = draw(
         run.output_dir,
         truth,
         observed,
@@ -137,6 +145,7 @@ def run_quality(cfg: DictConfig, say=print) -> tuple[list[dict], Path]:
         tuple(q.baselines),
         cfg.metrics.mmd_items,
         features,
+        fills,
     )
     write_quality(rows, run.output_dir)
     return rows, run.output_dir
@@ -152,10 +161,10 @@ def draw(
     device: str | torch.device = "cpu",
     sample_noise: float | None = None,
     say=print,
-) -> tuple[torch.Tensor, list[float]]:
+) -> tuple[torch.Tensor, list[float], torch.Tensor]:
     """``num_samples`` imputations (K, N, C, H, W) of truth (N, C, H, W) under ``observed``
-    through every round's flow of the run in ``run_dir``, each from its own initial fill, and
-    the seconds from the start to each."""
+    through every round's flow of the run in ``run_dir``, each from its own initial fill, the
+    seconds from the start to each, and those initial fills (K, N, C, H, W)."""
     flows = RunFlows(run_dir, device, sample_noise)
     generator = torch.Generator().manual_seed(seed)
     x = torch.where(observed, truth, 0)
@@ -166,7 +175,9 @@ def draw(
         samples.append(flows.impute(x, observed, generator, batch_size, base))
         elapsed.append(time.perf_counter() - started)
         say(f"sample {k + 1}/{num_samples} of {len(x)} items through {len(flows.nets)} flow(s): {elapsed[-1]:.1f} s")
-    return torch.stack(samples), elapsed
+    generator = torch.Generator().manual_seed(seed)  # the same draws again, outside the timing
+    fills = torch.stack([flows.initial_fill(x, observed, generator, base) for _ in range(num_samples)])
+    return torch.stack(samples), elapsed, fills
 
 
 def columns(rows: list[dict]) -> list[str]:

@@ -7,9 +7,10 @@ through every round's flow (as ``scripts/quality.py`` draws them), one panel of 
 with the rows truth / with holes (grey) / biharmonic / three MIRI draws / the mean of the K /
 the per-pixel spread (standard deviation of the K draws, mean over the channels, × 4, white where
 the draws disagree), the panels side by side in one PNG; and one markdown table per run of
-PSNR on missing entries, CRPS, spread–skill ratio and SWD for the mean fill, biharmonic and
-MIRI (the scores of ``scripts/quality.py``, on the run's set and masks, or its first
-``--items``), also written beside the PNG as ``<out>.md``.
+PSNR on missing entries, CRPS, spread–skill ratio and SWD for the mean fill, biharmonic, the
+run's initial fill (the K fills the draws start from, without the flows) and MIRI (the scores
+of ``scripts/quality.py``, on the run's set and masks, or its first ``--items``), also written
+beside the PNG as ``<out>.md``.
 """
 
 import argparse
@@ -81,6 +82,11 @@ def table(title: str, rows: list[dict]) -> str:
     for label, row in (("mean fill", named["mean"]), ("biharmonic", named["biharmonic"])):
         lines.append(f"| {label} | {row['psnr_missing']:.2f} | {row['crps']:.4f} | | {row['swd']:.1f} |")
     k = mean_k["method"].removeprefix("miri_mean_")
+    fill = named["initial_fill"]
+    lines.append(
+        f"| initial fill, no flow | {fill['psnr_missing']:.2f} (one draw) | {cell(fill['crps'])} "
+        f"| {cell(fill['spread_skill'])} | {fill['swd']:.1f} (one draw) |"
+    )
     lines.append(
         f"| MIRI | {mean_k['psnr_missing']:.2f} (mean of {k}; one draw {sample['psnr_missing']:.2f}) "
         f"| {cell(sample['crps'])} | {cell(sample['spread_skill'])} | {sample['swd']:.1f} (one draw) |"
@@ -106,8 +112,8 @@ def main() -> None:
         truth = load_truth(run)
         observed = load_file(snapshots(run)[-1][1])["observed"]
         truth, observed = truth[: args.items], observed[: args.items]
-        samples, seconds = draw(run, truth, observed, args.samples, args.seed, say=lambda line: None)
-        rows = compare(truth, observed, samples, (seconds[0], seconds[-1]), ("mean", "biharmonic"))
+        samples, seconds, fills = draw(run, truth, observed, args.samples, args.seed, say=lambda line: None)
+        rows = compare(truth, observed, samples, (seconds[0], seconds[-1]), ("mean", "biharmonic"), fills=fills)
         missing = 1 - observed.float().mean().item()
         level = "channel" if (observed.any(1) & ~observed.all(1)).any() else "pixel"
         title = f"{level}, {missing:.0%} missing"

@@ -14,6 +14,7 @@ from skimage.restoration import inpaint_biharmonic
 
 from miri_lightning.data.sample import sample_images
 from miri_lightning.data.store import decode
+from miri_lightning.inference import RunFlows
 from miri_lightning.quality import NEEDS_K, columns, compare, markdown
 
 
@@ -47,9 +48,10 @@ def test_quality_writes_one_row_per_method_and_baselines_match_an_independent_co
         rows = {row["method"]: row for row in csv.DictReader(f)}
         f.seek(0)
         assert next(csv.reader(f)) == columns([{"method": "", "swd_16": 0, "swd_8": 0}])
-    assert list(rows) == ["mean", "harmonic", "biharmonic", "miri_sample", "miri_mean_3"]
+    assert list(rows) == ["mean", "harmonic", "biharmonic", "initial_fill", "miri_sample", "miri_mean_3"]
     assert all(row["fid"] == "" for row in rows.values())  # metrics.fid=false: left empty, not invented
-    assert all(float(row["seconds"]) > 0 for row in rows.values())
+    assert rows["initial_fill"]["seconds"] == ""  # drawn outside the timing
+    assert all(float(row["seconds"]) > 0 for name, row in rows.items() if name != "initial_fill")
     # MIRI's seconds: training plus the draws it needs; the mean of 3 adds exactly the time of
     # draws 2 and 3 that the run printed (rounded to 0.1 s)
     printed = [float(s) for s in re.findall(r"sample \d/3 of \d+ items .*: ([\d.]+) s", result.stdout)]
@@ -84,6 +86,15 @@ def test_quality_writes_one_row_per_method_and_baselines_match_an_independent_co
     assert float(rows["miri_sample"]["spread_skill"]) > 0
     assert rows["miri_mean_3"]["spread_skill"] == "" and rows["biharmonic"]["spread_skill"] == ""
     assert all(float(row["swd"]) > 0 for row in rows.values())
+    # the initial fill's row scores the fills the draws start from: quality.seed's first draw of
+    # the run's round-0 fill (interpolation + N(0, 0.05²)), not a flow's output
+    flows = RunFlows(out)
+    x, o = torch.from_numpy(truth).float(), torch.from_numpy(observed)
+    fill = flows.initial_fill(torch.where(o, x, 0), o, torch.Generator().manual_seed(1))
+    expected = psnr_missing(fill.double().numpy(), truth, missing)
+    assert float(rows["initial_fill"]["psnr_missing"]) == pytest.approx(expected, abs=1e-3)
+    assert abs(float(rows["initial_fill"]["psnr_missing"]) - float(rows["miri_sample"]["psnr_missing"])) > 0.01
+    assert float(rows["initial_fill"]["spread_skill"]) > 0
 
     # the README's picture from the same run: 8 rows of 2 images, and the scores under it
     picture = tmp_path / "docs" / "draws.png"
