@@ -55,9 +55,10 @@ def test_fit_transform_save_load_and_the_flows_do_the_work(tmp_path):
 
 def test_sklearn_conventions_clone_params_pipeline(tmp_path, monkeypatch):
     imputer = MIRIImputer(rounds=1, steps_per_round=5, batch_size=8, ode_steps=2, ema=0.9, init="biharmonic",
-                          init_noise=0.03, sample_noise=0.01, interp_inputs="biharmonic", interp_skip=True)  # fmt: skip
+                          init_noise=0.6, init_noise_mode="local", sample_noise=0.9, interp_inputs="biharmonic",
+                          interp_skip=True)  # fmt: skip
     params = imputer.get_params()
-    assert params["ema"] == 0.9 and params["interp_skip"] is True and params["sample_noise"] == 0.01
+    assert params["ema"] == 0.9 and params["interp_skip"] is True and params["sample_noise"] == 0.9
     twin = clone(imputer)
     assert twin is not imputer and twin.get_params() == params
     assert imputer.set_params(rounds=3) is imputer and imputer.rounds == 3
@@ -74,9 +75,10 @@ def test_sklearn_conventions_clone_params_pipeline(tmp_path, monkeypatch):
     assert out.shape == (16, 3 * 16 * 16) and not np.isnan(out).any()
     assert list(tmp_path.iterdir()) == []
     assert twin.run_dir_ is None and pipeline.named_steps["impute"].n_rounds_ == 1
-    # the recipe's options reached the run: the fill is biharmonic + noise, the flows are U-Nets
-    # that see the interpolation
-    assert twin.flows_.init == "biharmonic" and twin.flows_.sample_noise == 0.01
+    # the recipe's options reached the run: the fill is biharmonic + local noise, the flows are
+    # U-Nets that see the interpolation
+    assert twin.flows_.init == "biharmonic" and twin.flows_.sample_noise == 0.9
+    assert twin.flows_.noise_mode == "local"
     assert twin.flows_.specs[0]["interp_inputs"] == "biharmonic" and twin.flows_.specs[0]["interp_skip"] is True
 
 
