@@ -13,8 +13,10 @@ from miri_lightning.snapshots import load_snapshot
 
 @pytest.mark.parametrize("init", ["noise", "mean"])
 def test_run_flows_reproduce_the_stored_imputation_and_need_every_round(tiny_config, init):
-    # init_noise=0: the subset below is filled without a generator to match the store's draws
-    run = train(tiny_config("miri.rounds=2", "miri.steps_per_round=8", f"miri.init={init}", "miri.init_noise=0"))
+    # no fill noise (sample_noise null: draws take init_noise=0): the subset below is filled
+    # without a generator to match the store's draws
+    settings = ("miri.rounds=2", "miri.steps_per_round=8", f"miri.init={init}", "miri.init_noise=0")
+    run = train(tiny_config(*settings, "miri.sample_noise=null"))
     stored = load_snapshot(run.output_dir / "imputed" / "round_002.safetensors")
     observed, truth = stored["observed"], decode(run.datamodule.store.truth)
     x = torch.where(observed, truth, 0)
@@ -43,7 +45,7 @@ def test_run_flows_draw_their_fill_noise_as_the_run_did(tiny_config):
     # init_noise_mode=local: new draws scale σ by the local spread, as the run's store did;
     # drawn with a constant σ instead, the same generator gives another fill and imputation
     overrides = ("miri.steps_per_round=4", "miri.init=biharmonic", "miri.init_noise=0.5", "miri.init_noise_mode=local")
-    run = train(tiny_config("miri.rounds=1", *overrides))
+    run = train(tiny_config("miri.rounds=1", "miri.sample_noise=null", *overrides))
     stored = load_snapshot(run.output_dir / "imputed" / "round_001.safetensors")
     observed, truth = stored["observed"], decode(run.datamodule.store.truth)
     x = torch.where(observed, truth, 0)

@@ -75,7 +75,11 @@ def steps(accumulator, tag):
     return [event.step for event in accumulator.Scalars(tag)]
 
 
-@pytest.mark.parametrize("phase", ["training", "re-imputing"])
+@pytest.mark.parametrize(
+    "phase",
+    # the kill mid-ODE resumes through the same checkpoint as the kill mid-training: slow (~1 min)
+    ["training", pytest.param("re-imputing", marks=pytest.mark.slow)],
+)
 def test_a_run_killed_mid_round_resumes_to_the_same_result(tmp_path, phase):
     common = ["miri.rounds=3", "miri.steps_per_round=40", "miri.ode_steps=40"]
     killed = launch(tmp_path / "killed", *common)
