@@ -201,9 +201,10 @@ def perturb(
     observed entries (``mode="local"``, images (N, C, H, W))."""
     if noise < 0:
         raise ValueError(f"miri.init_noise must be at least 0, got {noise}")
-    check_noise_mode(mode, fill.dim() - 1)
+    check_noise_mode(mode)
     if noise == 0:
         return fill
+    check_noise_mode(mode, fill.dim() - 1)
     sigma = noise if mode == "constant" else noise * local_spread(fill, observed)
     noisy = fill + sigma * torch.randn(fill.shape, generator=generator, dtype=fill.dtype).to(fill.device)
     if clamp is not None:
@@ -214,8 +215,10 @@ def perturb(
 def local_spread(x: Tensor, observed: Tensor, radius: int = LOCAL_RADIUS) -> Tensor:
     """(N, C, H, W): for each entry of images x (N, C, H, W), the standard deviation of the
     observed entries of its image and channel within the (2 radius + 1)² window around it
-    (edges replicated; 0 where the window holds fewer than two observed values). A measure
-    of how much the picture varies there, hence of how far an interpolation may be off."""
+    (edges replicated). A measure of how much the picture varies there, hence of how far an
+    interpolation may be off. Where the window holds fewer than two observed values (inside a
+    large hole, where the interpolation knows least) it is the standard deviation of all the
+    observed entries of the image's channel instead."""
     o = observed.to(x.dtype)
     size = 2 * radius + 1
 
@@ -223,10 +226,15 @@ def local_spread(x: Tensor, observed: Tensor, radius: int = LOCAL_RADIUS) -> Ten
         padded = torch.nn.functional.pad(u, (radius,) * 4, mode="replicate")
         return torch.nn.functional.avg_pool2d(padded, size, stride=1) * size**2
 
+    def spread(sums: Tensor, squares: Tensor, count: Tensor) -> Tensor:
+        mean = sums / count
+        return (squares / count - mean * mean).clamp_min(0).sqrt()
+
     known = torch.where(observed.bool(), x, 0)
-    count = window_sum(o).clamp_min(1)
-    mean = window_sum(known) / count
-    return (window_sum(known * known) / count - mean * mean).clamp_min(0).sqrt()
+    count = window_sum(o)
+    local = spread(window_sum(known), window_sum(known * known), count.clamp_min(1))
+    image = spread(known.sum((-2, -1), True), (known * known).sum((-2, -1), True), o.sum((-2, -1), True).clamp_min(1))
+    return torch.where(count >= 2, local, image)
 
 
 def observed_channel_mean(x: Tensor, observed: Tensor) -> Tensor:

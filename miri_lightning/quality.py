@@ -1,8 +1,8 @@
 """The quality benchmark: a MIRI recipe against the cheap imputations, on the same masks.
 
-One table, one row per method: the baselines, the run's initial fill (its round-0 fill drawn
-K times, the very fills the MIRI draws start from: what the flows add is the difference), one
-MIRI sample (the faithful draw: compare
+One table, one row per method: the baselines, the run's initial fill (its deterministic fill
+plus the draws' noise, ``miri.sample_noise``, drawn K times: the very fills the MIRI draws
+start from; what the flows add is the difference), one MIRI sample (the faithful draw: compare
 its distribution metrics, MMD² and SWD, and, for the K draws it stands for, their CRPS and
 spread–skill ratio) and the mean of K MIRI samples (the posterior-mean estimate: compare its
 PSNR), each with the wall time it took. A point method's CRPS is its MAE.

@@ -231,6 +231,13 @@ def test_local_spread_is_the_std_of_observed_neighbours_in_a_5x5_window():
         values = x[n, c][ii, jj][o[n, c][ii, jj]]
         expected = values.double().var(unbiased=False).sqrt() if len(values) > 1 else 0.0
         assert spread[n, c, i, j].item() == pytest.approx(float(expected), abs=1e-5)
+    # inside a large hole the window sees nothing: the image channel's own spread, not 0
+    holed = o.clone()
+    holed[:, :, 1:8, 1:8] = False
+    inside = flow.local_spread(x, holed)[:, :, 4, 4]
+    pairs = [(n, c) for n in range(2) for c in range(3)]
+    expected = torch.stack([x[n, c][holed[n, c]].double().var(unbiased=False).sqrt() for n, c in pairs])
+    assert torch.allclose(inside.flatten().double(), expected, atol=1e-5)
 
 
 def test_local_noise_follows_the_picture_none_on_flat_regions():
@@ -244,8 +251,9 @@ def test_local_noise_follows_the_picture_none_on_flat_regions():
     local = flow.perturb(base, o, 0.5, torch.Generator().manual_seed(1), clamp=None, mode="local")
     constant = flow.perturb(base, o, 0.5, torch.Generator().manual_seed(1), clamp=None)
     moved = (local - base)[~o].view(-1)
-    flat = (~o).clone()
-    flat[..., 6:] = False  # away from the border: the window sees the flat half only
+    flat = torch.zeros_like(o)  # the windows there hold 25 distinct entries of the flat half only
+    flat[..., 2:14, 2:6] = True
+    flat &= ~o
     textured = (~o).clone()
     textured[..., :11] = False
     assert (local - base)[flat].abs().max() < 1e-6

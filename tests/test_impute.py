@@ -124,7 +124,7 @@ def test_draws_after_training_take_the_fill_noise_of_miri_sample_noise(tiny_conf
 
     from miri_lightning.inference import RunFlows
 
-    settings = ["miri.rounds=1", "miri.init=interp", "miri.init_noise=0.05"]
+    settings = ["miri.rounds=1", "miri.init=interp", "miri.init_noise=0.05", "miri.init_noise_mode=constant"]
     run = train(tiny_config(*settings, f"miri.sample_noise={'null' if sample_noise is None else sample_noise}"))
     store = run.datamodule.store
     x, observed = store.imputed[:8].float(), store.observed[:8]

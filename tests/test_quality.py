@@ -87,7 +87,8 @@ def test_quality_writes_one_row_per_method_and_baselines_match_an_independent_co
     assert rows["miri_mean_3"]["spread_skill"] == "" and rows["biharmonic"]["spread_skill"] == ""
     assert all(float(row["swd"]) > 0 for row in rows.values())
     # the initial fill's row scores the fills the draws start from: quality.seed's first draw of
-    # the run's round-0 fill (interpolation + N(0, 0.05²)), not a flow's output
+    # the run's fill with its sample noise (interpolation + local noise 0.9 × the local spread,
+    # the default's draws), not a flow's output
     flows = RunFlows(out)
     x, o = torch.from_numpy(truth).float(), torch.from_numpy(observed)
     fill = flows.initial_fill(torch.where(o, x, 0), o, torch.Generator().manual_seed(1))

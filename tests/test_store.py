@@ -96,7 +96,8 @@ def _shared(rank: int, world: int, init_file: str, room: bool, out: str) -> None
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         truth = torch.randint(0, 256, (9, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-        args = (LoadedImages(truth), MCARMask(0.5, seed=2), "noise", 0, "float16", 0.0, "constant")
+        # a noisy fill whose σ follows the picture: every fill argument reaches the builder
+        args = (LoadedImages(truth), MCARMask(0.5, seed=2), "biharmonic", 0, "float16", 0.3, "local")
         store = shared.build_node_shared_store(*args, local_rank=rank)
         expected = build_store(*args)
         assert store.node_shared == room

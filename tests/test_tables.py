@@ -217,3 +217,15 @@ def test_image_model_on_vectors_is_refused_with_advice(tmp_path):
     )
     assert result.returncode == 1
     assert "use model=mlp" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_mean_fill_on_vectors_trains_and_draws_without_noise(tmp_path):
+    # the images' local fill noise must not reach tables: data=toy sets a constant σ of 0 for
+    # training and draws, so a mean fill trains, and two draws of the same rows are identical
+    from miri_lightning.inference import RunFlows
+
+    run = train(vector_config(tmp_path, "data=toy", "data.n=200", "miri.init=mean", "miri.rounds=1"))
+    store = run.datamodule.store
+    x, observed = store.imputed[:16].float(), store.observed[:16]
+    draws = RunFlows(run.output_dir).sample(x, observed, num_samples=2, seed=0)
+    assert torch.equal(draws[0], draws[1]) and torch.equal(draws[0][observed], x[observed])
