@@ -107,11 +107,16 @@ class RunFlows:
         ``generator`` (as the run's store drew it), then every round's ODE in order; observed
         entries kept. ``base``: the run's deterministic fill of x, when already computed (see
         :meth:`sample`)."""
-        if tuple(x.shape[1:]) != self.item_shape:
-            raise ValueError(f"the flows take items of shape {self.item_shape}, got {tuple(x.shape[1:])}")
-        fill = self.initial_fill(x, observed, generator, base)
-        out = torch.empty_like(x)
-        for k in range(0, x.shape[0], batch_size):
+        return self.carry(self.initial_fill(x, observed, generator, base), observed, batch_size)
+
+    @torch.no_grad()
+    def carry(self, fill: Tensor, observed: Tensor, batch_size: int = 256) -> Tensor:
+        """A round-0 fill (N, *item) carried through every round's ODE in order, in batches on
+        the flows' device; observed entries kept."""
+        if tuple(fill.shape[1:]) != self.item_shape:
+            raise ValueError(f"the flows take items of shape {self.item_shape}, got {tuple(fill.shape[1:])}")
+        out = torch.empty_like(fill)
+        for k in range(0, fill.shape[0], batch_size):
             y, o = fill[k : k + batch_size].to(self.device), observed[k : k + batch_size].to(self.device)
             for net in self.nets:
                 y = flow.impute(net, y, o, self.ode_steps, self.solver, self.clamp)

@@ -171,13 +171,13 @@ def draw(
     samples, elapsed = [], []
     started = time.perf_counter()
     base = None if flows.init == "noise" else flows.deterministic_fill(x, observed)
+    fills = []
     for k in range(num_samples):
-        samples.append(flows.impute(x, observed, generator, batch_size, base))
+        fills.append(flows.initial_fill(x, observed, generator, base))
+        samples.append(flows.carry(fills[-1], observed, batch_size))
         elapsed.append(time.perf_counter() - started)
         say(f"sample {k + 1}/{num_samples} of {len(x)} items through {len(flows.nets)} flow(s): {elapsed[-1]:.1f} s")
-    generator = torch.Generator().manual_seed(seed)  # the same draws again, outside the timing
-    fills = torch.stack([flows.initial_fill(x, observed, generator, base) for _ in range(num_samples)])
-    return torch.stack(samples), elapsed, fills
+    return torch.stack(samples), elapsed, torch.stack(fills)
 
 
 def columns(rows: list[dict]) -> list[str]:
