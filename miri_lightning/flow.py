@@ -234,7 +234,7 @@ def local_spread(x: Tensor, observed: Tensor, radius: int = LOCAL_RADIUS) -> Ten
     count = window_sum(o)
     local = spread(window_sum(known), window_sum(known * known), count.clamp_min(1))
     image = spread(known.sum((-2, -1), True), (known * known).sum((-2, -1), True), o.sum((-2, -1), True).clamp_min(1))
-    return torch.where(count >= 2, local, image)
+    return torch.where(count > 1.5, local, image)  # count is a float sum: not == 2 exactly
 
 
 def observed_channel_mean(x: Tensor, observed: Tensor) -> Tensor:
