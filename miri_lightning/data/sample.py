@@ -1,5 +1,7 @@
 """The embedded data set: CIFAR-like 32×32 RGB crops of the photographs scikit-image ships."""
 
+from functools import lru_cache
+
 import numpy as np
 import skimage.data
 import torch
@@ -20,6 +22,26 @@ def _photo(name: str) -> np.ndarray:
     return getattr(skimage.data, name)()
 
 
+@lru_cache(maxsize=4)
+def _pyramids(image_size: int) -> tuple[tuple[np.ndarray, ...], ...]:
+    """Each photo downscaled to every scale of ``SCALES`` for crops of ``image_size`` (float32,
+    H×W×3), decoded and resized once per process: the anti-aliased resizing of the full-size
+    photographs is most of the cost of a small sample. Read-only: callers copy what they take."""
+    pyramids = []
+    for name in PHOTOS:
+        photo = _photo(name)
+        short = min(photo.shape[:2])
+        levels = []
+        for scale in SCALES:
+            factor = scale * image_size / short
+            out = (round(photo.shape[0] * factor), round(photo.shape[1] * factor))
+            level = resize(photo, out, anti_aliasing=True, preserve_range=True).astype(np.float32)
+            level.setflags(write=False)
+            levels.append(level)
+        pyramids.append(tuple(levels))
+    return tuple(pyramids)
+
+
 def sample_images(n: int = 2000, image_size: int = 32, seed: int = 0) -> Tensor:
     """``n`` crops (n, 3, image_size, image_size), uint8, the same for the same arguments.
 
@@ -31,16 +53,7 @@ def sample_images(n: int = 2000, image_size: int = 32, seed: int = 0) -> Tensor:
     if image_size < 8:
         raise ValueError(f"data.image_size must be at least 8 for the sample set, got {image_size}")
     rng = np.random.default_rng(seed)
-    pyramids = []
-    for name in PHOTOS:
-        photo = _photo(name)
-        short = min(photo.shape[:2])
-        levels = []
-        for scale in SCALES:
-            factor = scale * image_size / short
-            out = (round(photo.shape[0] * factor), round(photo.shape[1] * factor))
-            levels.append(resize(photo, out, anti_aliasing=True, preserve_range=True).astype(np.float32))
-        pyramids.append(levels)
+    pyramids = _pyramids(image_size)
     crops = np.empty((n, image_size, image_size, 3), np.uint8)
     for i in range(n):
         level = pyramids[i % len(PHOTOS)][rng.integers(len(SCALES))]
