@@ -47,7 +47,21 @@ def test_celeba_is_decoded_once_then_memory_mapped_without_opening_an_image(tmp_
         warnings.simplefilter("error")  # a decode attempt would warn "skipping ... not a readable image"
         again = CelebASource(str(tmp_path / "data"), split="all", image_size=16, cache_dir=str(cache_dir)).load()
     assert torch.equal(again.values, first)
-    assert isinstance(again.values.numpy().base, np.memmap) or again.values.numpy().base is not None
+    assert mapped_from(again.values) == stored.resolve()  # the cache file's pages, not a copy in memory
+
+
+def mapped_from(tensor: torch.Tensor) -> Path | None:
+    """The file whose memory mapping holds ``tensor``'s data, read from /proc/self/maps (Linux)."""
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        pytest.skip("needs /proc/self/maps")
+    address = tensor.data_ptr()
+    for line in maps.read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        start, end = (int(a, 16) for a in fields[0].split("-"))
+        if start <= address < end:
+            return Path(fields[5]) if len(fields) == 6 and fields[5].startswith("/") else None
+    return None
 
 
 def test_a_changed_source_file_is_rebuilt_and_another_subset_or_size_is_another_entry(tmp_path, caplog):

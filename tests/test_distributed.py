@@ -215,8 +215,9 @@ def test_a_2_rank_slurm_job_killed_mid_round_and_started_again_ends_as_an_uninte
         a = load_file(out / folder / "round_002.safetensors")
         b = load_file(whole / folder / "round_002.safetensors")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    # Lightning's SLURM auto-requeue is off: no mid-round checkpoint, no requeue handler
-    assert not list(out.glob("hpc_ckpt_*.ckpt"))
+    # Lightning's SLURM auto-requeue is off: no requeue handler was installed (a SIGKILL never
+    # reaches a handler, so the absence of an hpc_ckpt file here would prove nothing; the
+    # handler's own test is test_under_slurm_lightnings_mid_round_requeue_checkpoint_is_off)
     assert "auto-requeueing enabled" not in log.read_text()
 
 
