@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from miri_lightning import flow
-from miri_lightning.flow import curvature_fill, harmonic_fill
+from miri_lightning.interp import curvature_fill, harmonic_fill
 from miri_lightning.nets import ConditionalUNet
 
 

@@ -6,7 +6,7 @@ import torch
 from diffusers import UNet2DModel
 from torch import Tensor, nn
 
-from miri_lightning.flow import curvature_fill, harmonic_fill
+from miri_lightning.interp import curvature_fill, harmonic_fill
 
 #: Interpolations of a view's observed entries the U-Net can see besides the views.
 INTERP_INPUTS = {
@@ -27,8 +27,8 @@ class ConditionalUNet(nn.Module):
     multiplied by (1 - o), so the velocity is exactly zero on observed entries.
     ``attention[i]`` puts self-attention in level i; ``block_out_channels[i]`` is its width.
     ``interp_inputs``: ``harmonic`` or ``biharmonic``: the U-Net also sees that interpolation
-    of each view's observed entries (:func:`~miri_lightning.flow.harmonic_fill`,
-    :func:`~miri_lightning.flow.curvature_fill`; 2C more channels); ``none``: not. They are
+    of each view's observed entries (:func:`~miri_lightning.interp.harmonic_fill`,
+    :func:`~miri_lightning.interp.curvature_fill`; 2C more channels); ``none``: not. They are
     functions of its other inputs, so the velocity field it should learn is the same; it starts
     from a good guess of both images instead of having to interpolate scattered pixels itself.
     ``interp_skip`` (with ``interp_inputs``): the velocity is the U-Net's output plus
