@@ -119,7 +119,10 @@ def rollup(pid: int) -> dict[str, int]:
 def rank_main(args) -> None:
     import torch.distributed as dist
 
-    from miri_lightning.callbacks import miri as callback
+    try:
+        from miri_lightning import exchange as callback
+    except ImportError:  # before exchange.py the callback module held gather_shards (or the padded all_gather)
+        from miri_lightning.callbacks import miri as callback
     from miri_lightning.data.datamodule import MIRIDataModule
 
     work = Path(args.workdir)

@@ -6,8 +6,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from miri_lightning.callbacks.miri import gather_shards
 from miri_lightning.data import datamodule
+from miri_lightning.exchange import gather_shards
 from miri_lightning.run import train
 
 

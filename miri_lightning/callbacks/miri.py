@@ -7,13 +7,13 @@ import time
 
 import lightning as L
 import torch
-import torch.distributed as dist
 from lightning.pytorch.callbacks import RichProgressBar
 from torch import Tensor
 from torchvision.utils import make_grid
 
 from miri_lightning import flow, metrics
 from miri_lightning.data.store import cache_interpolation, decode, encode
+from miri_lightning.exchange import FAILED, NON_FINITE, gather_shards, pad_rows, stop_together
 from miri_lightning.fid import fid, inception_features
 from miri_lightning.mine import mine_estimate
 from miri_lightning.snapshots import prune_snapshots, save_flow, tensor_digest
@@ -23,17 +23,6 @@ log = logging.getLogger(__name__)
 #: The metrics of the printed line per round, in order: for images, and for vectors.
 PRINTED_IMAGES = ("psnr_missing", "psnr_full", "rmse_missing", "ssim", "mmd", "swd")
 PRINTED_VECTORS = ("rmse_missing", "mae_missing", "mmd", "cluster_share")
-
-
-def training_channel_mean(imputed: Tensor, observed: Tensor, chunk: int = 4096) -> list[float]:
-    """(C,) mean of each channel over the observed entries of the store (N, C, ...), in chunks
-    of ``chunk`` items: the fill ``miri.init=mean`` gives new items (kept with each flow)."""
-    dims = [d for d in range(imputed.dim()) if d != 1]
-    sums = sum(
-        torch.where(observed[k : k + chunk], decode(imputed[k : k + chunk]), 0).double().sum(dims)
-        for k in range(0, imputed.shape[0], chunk)
-    )
-    return (sums / observed.sum(dims).clamp_min(1)).tolist()
 
 
 class MIRICallback(L.Callback):
@@ -137,7 +126,7 @@ class MIRICallback(L.Callback):
         try:
             datamodule.commit_round(round_index, imputed, write=trainer.is_global_zero)
             if trainer.is_global_zero and datamodule.output_dir is not None:
-                fill_mean = training_channel_mean(store.imputed, store.observed)
+                fill_mean = flow.observed_channel_mean(store.imputed, store.observed, decode=decode).tolist()
                 save_flow(datamodule.output_dir, round_index, pl_module.imputer(), pl_module.hparams.net, fill_mean)
             if log.isEnabledFor(logging.DEBUG):  # a check that costs a hash of the whole store per rank
                 log.debug(
@@ -163,7 +152,7 @@ class MIRICallback(L.Callback):
     ) -> Tensor:
         """Solve the imputation ODE for every item; returns the new (N, ...) imputation:
         ``imputed`` itself, overwritten in place once every rank's shard is solved (see
-        :func:`gather_shards`). ``interp``: the store's cached interpolation of each item
+        :func:`~miri_lightning.exchange.gather_shards`). ``interp``: the store's cached interpolation of each item
         (N, ...), or None."""
         n, world, rank = imputed.shape[0], trainer.world_size, trainer.global_rank
         shard = math.ceil(n / world)
@@ -287,71 +276,6 @@ class MIRICallback(L.Callback):
         if images.shape[1] not in (1, 3):
             images = images[:, :1]
         return make_grid(images, nrow=per_row, padding=1, pad_value=1.0)
-
-
-#: Outcomes of a rank's part of a collective step: all-gathered by :func:`stop_together`.
-NON_FINITE, FAILED = 1, 2
-
-
-def stop_together(pl_module: L.LightningModule, world: int, code: Tensor, error: Exception | None, what: str) -> None:
-    """All-gather every rank's outcome ``code`` (0: fine, NON_FINITE, FAILED; a scalar tensor)
-    of ``what`` and raise on every rank if any rank's is not fine: a failing rank re-raises its
-    own ``error``, the others a RuntimeError naming it. A collective: every rank must call it
-    at the same point, whatever happened before."""
-    codes = pl_module.all_gather(code).reshape(-1).tolist() if world > 1 else [int(code)]
-    if error is not None:
-        raise error
-    failed = [rank for rank, c in enumerate(codes) if c == FAILED]
-    if failed:
-        raise RuntimeError(
-            f"rank {', '.join(map(str, failed))} failed in {what} (its error is in its log): every rank stops; "
-            "last.ckpt and the snapshots of the completed rounds are intact; resume with ckpt_path=last"
-        )
-    if any(c == NON_FINITE for c in codes):
-        raise FloatingPointError(
-            f"{what} holds NaN or infinite values: the run stops; last.ckpt and the snapshots of the completed "
-            "rounds are intact. Lower optim.lr and resume with ckpt_path=last"
-        )
-
-
-def pad_rows(x: Tensor, size: int) -> Tensor:
-    """x (B, ...) with B ≤ size, its first row repeated to ``size`` rows."""
-    missing = size - x.shape[0]
-    return x if missing <= 0 else torch.cat([x, x[:1].expand(missing, *x.shape[1:])])
-
-
-def gather_shards(
-    imputed: Tensor, parts: list[Tensor], start: int, shard: int, device: torch.device, node_shared: bool = False
-) -> Tensor:
-    """Write this rank's re-imputed rows ``parts`` (consecutive, from row ``start``) into the
-    store ``imputed`` (N, ...) in place, then every other rank's shard (of ``shard`` rows, the
-    last one shorter): returns ``imputed``. Collective when a process group of several ranks
-    exists. Nothing the size of the store is allocated and no list of the world's shards is
-    built: each shard is broadcast by its rank straight into the store's rows (through a
-    shard-sized buffer on ``device`` when the store is on the host and the backend needs the
-    accelerator, as NCCL does; gloo broadcasts host tensors, uneven shards included).
-    ``node_shared``: the store is one copy in this machine's shared memory and every rank is on
-    this machine: writing the shard and a barrier is the whole exchange."""
-    n = imputed.shape[0]
-    for part in parts:
-        imputed[start : start + part.shape[0]] = part
-        start += part.shape[0]
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return imputed
-    if node_shared:
-        dist.barrier()
-        return imputed
-    in_place = dist.get_backend() != "nccl" or imputed.device.type != "cpu"
-    for rank in range(dist.get_world_size()):
-        begin, end = min(rank * shard, n), min((rank + 1) * shard, n)
-        if end <= begin:
-            continue
-        rows = imputed[begin:end]
-        buffer = rows if in_place else rows.to(device)
-        dist.broadcast(buffer, src=rank)
-        if buffer is not rows:
-            rows.copy_(buffer)
-    return imputed
 
 
 @contextlib.contextmanager

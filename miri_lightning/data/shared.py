@@ -7,7 +7,7 @@ machine, whatever W. The files are unlinked as soon as every rank has mapped the
 memory goes back to the system when the last rank exits, however it exits. The truth is the
 source's own tensor: memory-mapped from ``data.cache_dir`` for celeba / folder / cifar10, so
 shared by the page cache too. Re-imputation writes each rank's shard into the shared
-imputation (see :func:`miri_lightning.callbacks.miri.gather_shards`). When the shared folder
+imputation (see :func:`miri_lightning.exchange.gather_shards`). When the shared folder
 has no room for the store (a container's small ``/dev/shm``), every rank builds its own, as
 before, said in one warning.
 """

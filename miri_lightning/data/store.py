@@ -140,13 +140,7 @@ def build_store(
     if allocate is not None:
         observed = _copy_into(allocate("observed", tuple(observed.shape), torch.bool), observed)
     n = values.shape[0]
-    channel_mean = None
-    if init == "mean":
-        dims = [d for d in range(values.dim()) if d != 1]
-        sums = sum(
-            torch.where(observed[k : k + CHUNK], decode(values[k : k + CHUNK]), 0).sum(dims) for k in range(0, n, CHUNK)
-        )
-        channel_mean = sums / observed.sum(dims).clamp_min(1)
+    channel_mean = flow.observed_channel_mean(values, observed, CHUNK, decode) if init == "mean" else None
     # a stream of its own: seeded with `seed` itself, the fill would replay the draws of a mask
     # with the same seed (for channel masks the U[0, 1] fill of a missing entry would be the very
     # uniform that made it missing, hence < rate)
