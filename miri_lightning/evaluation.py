@@ -15,6 +15,7 @@ from miri_lightning.baselines import BASELINES
 from miri_lightning.data import sources
 from miri_lightning.data.store import decode
 from miri_lightning.fid import Features, fid, inception_features
+from miri_lightning.snapshots import snapshot_files
 
 COLUMNS = (
     "method",
@@ -60,13 +61,6 @@ def scores(x: Tensor, truth: Tensor, observed: Tensor, mmd_items: int, features:
     }
     row["fid"] = fid(x, truth, features) if features is not None else None
     return row
-
-
-def snapshots(output_dir: Path) -> list[tuple[int, Path]]:
-    found = sorted((output_dir / "imputed").glob("round_[0-9]*.safetensors"))
-    if not found:
-        raise ValueError(f"{output_dir} holds no imputed/round_XXX.safetensors: is it a run directory of train.py?")
-    return [(int(path.stem.removeprefix("round_")), path) for path in found]
 
 
 #: The data sources a run's config.yaml may name (its ``data._target_``): nothing else is built.
@@ -115,7 +109,7 @@ def evaluate(
     unknown = [name for name in baselines if name not in BASELINES]
     if unknown:
         raise ValueError(f"unknown baselines {unknown}: choose from {sorted(BASELINES)}")
-    chosen = snapshots(output_dir)
+    chosen = snapshot_files(output_dir)
     chosen = chosen if per_round else chosen[-1:]
     truth = load_truth(output_dir)
     if truth.dim() != 4:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from miri_lightning import flow
 from miri_lightning.nets import build_net
-from miri_lightning.snapshots import load_flow, read_flow_metadata, save_flow
+from miri_lightning.snapshots import load_flow, read_flow_metadata, round_number, save_flow
 
 
 class RunFlows:
@@ -28,7 +28,7 @@ class RunFlows:
         files = sorted((run_dir / "flows").glob("round_[0-9]*.safetensors"))
         if not files:
             raise ValueError(f"{run_dir} holds no flows/round_XXX.safetensors: is it a run directory of train.py?")
-        rounds = [int(f.stem.removeprefix("round_")) for f in files]
+        rounds = [round_number(f) for f in files]
         if rounds != list(range(1, len(rounds) + 1)):
             raise ValueError(f"{run_dir}/flows lacks rounds: found {rounds}, need 1..{max(rounds)} in order")
         config = run_dir / "config.yaml"

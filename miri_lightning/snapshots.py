@@ -1,18 +1,49 @@
 """Files of a run written each round, atomically: the imputed data set
-(``imputed/round_XXX.safetensors``) and the round's velocity field (``flows/round_XXX.safetensors``)."""
+(``imputed/round_XXX.safetensors``) and the round's velocity field (``flows/round_XXX.safetensors``);
+and how every file of a round is named (``round_XXX``, :func:`round_name`) and read back
+(:func:`round_number`, :func:`round_files`)."""
 
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+#: The stem of a round's file: ``round_`` and the round's number (three digits or more).
+ROUND_STEM = re.compile(r"round_([0-9]+)")
+
+
+def round_name(round_index: int) -> str:
+    """``round_XXX``: the stem of round ``round_index``'s files (snapshots, flows, checkpoints, exports)."""
+    return f"round_{round_index:03d}"
+
+
+def round_number(path: str | Path) -> int | None:
+    """The round of a file or folder named ``round_XXX`` (with any suffix); None for another name."""
+    match = ROUND_STEM.fullmatch(Path(path).stem)
+    return int(match.group(1)) if match else None
+
+
+def round_files(folder: str | Path, suffix: str) -> list[tuple[int, Path]]:
+    """(round, path) of every ``round_XXX<suffix>`` file in ``folder``, by round (none: empty)."""
+    found = ((round_number(path), path) for path in Path(folder).glob(f"round_*{suffix}"))
+    return sorted((index, path) for index, path in found if index is not None)
+
 
 def snapshot_path(output_dir: str | Path, round_index: int) -> Path:
-    return Path(output_dir) / "imputed" / f"round_{round_index:03d}.safetensors"
+    return Path(output_dir) / "imputed" / f"{round_name(round_index)}.safetensors"
+
+
+def snapshot_files(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """(round, path) of the run's kept snapshots, by round; a ValueError when there is none."""
+    found = round_files(Path(output_dir) / "imputed", ".safetensors")
+    if not found:
+        raise ValueError(f"{output_dir} holds no imputed/round_XXX.safetensors: is it a run directory of train.py?")
+    return found
 
 
 def save_atomically(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> Path:
@@ -42,7 +73,7 @@ def save_snapshot(output_dir: str | Path, round_index: int, imputed: Tensor, obs
 
 
 def flow_path(output_dir: str | Path, round_index: int) -> Path:
-    return Path(output_dir) / "flows" / f"round_{round_index:03d}.safetensors"
+    return Path(output_dir) / "flows" / f"{round_name(round_index)}.safetensors"
 
 
 #: The version of the flow files this code writes; a file of a higher one is refused. 1: metadata
@@ -120,9 +151,8 @@ def _umask() -> int:
 def prune_snapshots(output_dir: str | Path, keep_after: int) -> list[Path]:
     """Delete the snapshots of rounds <= ``keep_after``; returns the deleted paths."""
     deleted = []
-    for path in sorted((Path(output_dir) / "imputed").glob("round_*.safetensors")):
-        digits = path.stem.removeprefix("round_")
-        if digits.isdigit() and int(digits) <= keep_after:
+    for index, path in round_files(Path(output_dir) / "imputed", ".safetensors"):
+        if index <= keep_after:
             path.unlink(missing_ok=True)
             deleted.append(path)
     return deleted

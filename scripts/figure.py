@@ -22,8 +22,9 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from miri_lightning.baselines import BASELINES
-from miri_lightning.evaluation import cell, load_truth, snapshots
+from miri_lightning.evaluation import cell, load_truth
 from miri_lightning.quality import compare, draw, markdown
+from miri_lightning.snapshots import snapshot_files
 
 ROWS = ("truth", "with holes", "biharmonic", "MIRI draw 1", "MIRI draw 2", "MIRI draw 3", "mean of {k}", "spread x4")
 
@@ -110,7 +111,7 @@ def main() -> None:
     panels, tables = [], []
     for run in args.runs:
         truth = load_truth(run)
-        observed = load_file(snapshots(run)[-1][1])["observed"]
+        observed = load_file(snapshot_files(run)[-1][1])["observed"]
         truth, observed = truth[: args.items], observed[: args.items]
         samples, seconds, fills = draw(run, truth, observed, args.samples, args.seed, say=lambda line: None)
         rows = compare(truth, observed, samples, (seconds[0], seconds[-1]), ("mean", "biharmonic"), fills=fills)
