@@ -1,20 +1,15 @@
 """Evaluate a finished run: MIRI's snapshots and the baselines, on the same data and masks."""
 
-import csv
-import math
-import time
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from torch import Tensor
 
-from miri_lightning import metrics
-from miri_lightning.baselines import BASELINES
 from miri_lightning.data import sources
 from miri_lightning.data.store import decode
-from miri_lightning.fid import Features, fid, inception_features
+from miri_lightning.fid import Features, inception_features
+from miri_lightning.scoring import baseline_rows, check_baselines, markdown, scores, write_table
 from miri_lightning.snapshots import snapshot_files
 
 COLUMNS = (
@@ -45,22 +40,6 @@ HEADERS = {
     "swd": "SWD",
     "seconds": "seconds",
 }
-
-
-def scores(x: Tensor, truth: Tensor, observed: Tensor, mmd_items: int, features: Features | None) -> dict:
-    """Every metric of the table for one imputation x of the set."""
-    row = {
-        "psnr_missing": metrics.psnr_missing(x, truth, observed).item(),
-        "psnr_full": metrics.psnr_full(x, truth).item(),
-        "ssim": metrics.ssim(x, truth).item(),
-        "ssim_missing": metrics.ssim_missing(x, truth, observed).item(),
-        "rmse_missing": metrics.rmse_missing(x, truth, observed).item(),
-        "mae_missing": metrics.mae_missing(x, truth, observed).item(),
-        "mmd": metrics.mmd(x, truth, mmd_items).item(),
-        "swd": metrics.sliced_wasserstein(x, truth)["swd"],
-    }
-    row["fid"] = fid(x, truth, features) if features is not None else None
-    return row
 
 
 #: The data sources a run's config.yaml may name (its ``data._target_``): nothing else is built.
@@ -106,9 +85,7 @@ def evaluate(
     each baseline on the same masks. ``features``: the FID feature network (default:
     torch-fidelity's Inception; FID is skipped with one line when its weights are absent)."""
     output_dir = Path(output_dir)
-    unknown = [name for name in baselines if name not in BASELINES]
-    if unknown:
-        raise ValueError(f"unknown baselines {unknown}: choose from {sorted(BASELINES)}")
+    check_baselines(baselines)
     chosen = snapshot_files(output_dir)
     chosen = chosen if per_round else chosen[-1:]
     truth = load_truth(output_dir)
@@ -126,28 +103,16 @@ def evaluate(
         # observed entries hold the data (to within a float16 store's rounding, below an 8-bit level)
         if imputed.shape != truth.shape or (imputed - truth)[observed].abs().max() > 0.5 / 255:
             raise ValueError(f"{path} does not hold the data of this run's config.yaml")
-        rows.append({"method": "miri", "round": round_index, **scores(imputed, truth, observed, mmd_items, features)})
-    for name in baselines:
-        started = time.perf_counter()
-        filled = BASELINES[name](torch.where(observed, truth, 0), observed)
-        seconds = time.perf_counter() - started
-        rows.append({"method": name, "round": None, **scores(filled, truth, observed, mmd_items, features)})
-        rows[-1]["seconds"] = seconds
+        miri = scores(imputed, truth, observed, COLUMNS, mmd_items, features)
+        rows.append({"method": "miri", "round": round_index, **miri})
+    for row in baseline_rows(truth, observed, baselines, names=COLUMNS, mmd_items=mmd_items, features=features):
+        rows.append({"method": row["method"], "round": None, **row})
     return rows
 
 
-def cell(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
-    return str(value)
-
-
-def markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(HEADERS[c] for c in COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in COLUMNS) + " |" for row in rows]
-    return "\n".join(lines)
+def table(rows: list[dict]) -> str:
+    """The evaluation table in markdown (:data:`COLUMNS`, headed by :data:`HEADERS`)."""
+    return markdown(rows, COLUMNS, HEADERS)
 
 
 def write_tables(rows: list[dict], output_dir: str | Path) -> tuple[Path, Path]:
@@ -155,14 +120,10 @@ def write_tables(rows: list[dict], output_dir: str | Path) -> tuple[Path, Path]:
     text ``evaluation/table``."""
     output_dir = Path(output_dir)
     csv_path, md_path = output_dir / "metrics.csv", output_dir / "metrics.md"
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows({c: "" if row.get(c) is None else row.get(c) for c in COLUMNS} for row in rows)
-    table = markdown(rows)
-    md_path.write_text(table + "\n")
+    text = table(rows)
+    write_table(rows, COLUMNS, csv_path, text)
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(str(output_dir / "tensorboard")) as writer:
-        writer.add_text("evaluation/table", table)
+        writer.add_text("evaluation/table", text)
     return csv_path, md_path

@@ -5,6 +5,7 @@ Nothing in a run directory is executed: each flow file names its network by a ke
 ``nets.NETS`` (or, written before format 2, by one of their ``_target_`` paths), and only those
 classes are built, from the file's plain arguments."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -124,10 +125,23 @@ class RunFlows:
         return out
 
     def sample(self, x: Tensor, observed: Tensor, num_samples: int, seed: int = 0, batch_size: int = 256) -> Tensor:
-        """``num_samples`` imputations (K, N, *item), each from its own initial fill (a
-        deterministic fill is computed once, its noise drawn for each sample)."""
+        """``num_samples`` imputations (K, N, *item), each from its own initial fill (see :meth:`draws`)."""
+        return torch.stack([draw for _, draw in self.draws(x, observed, num_samples, seed, batch_size)])
+
+    def draws(
+        self, x: Tensor, observed: Tensor, num_samples: int, seed: int = 0, batch_size: int = 256
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """``num_samples`` pairs (initial fill, imputation), each (N, *item), one pair at a time:
+        the fills drawn from one generator seeded with ``seed`` (a deterministic fill is computed
+        once, here, its noise drawn for each fill), each carried through every round's flow."""
         if num_samples < 1:
             raise ValueError(f"num_samples must be at least 1, got {num_samples}")
         generator = torch.Generator().manual_seed(seed)
         base = None if self.init == "noise" else self.deterministic_fill(x, observed)
-        return torch.stack([self.impute(x, observed, generator, batch_size, base) for _ in range(num_samples)])
+
+        def pairs() -> Iterator[tuple[Tensor, Tensor]]:
+            for _ in range(num_samples):
+                fill = self.initial_fill(x, observed, generator, base)
+                yield fill, self.carry(fill, observed, batch_size)
+
+        return pairs()

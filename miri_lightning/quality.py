@@ -8,37 +8,21 @@ spread–skill ratio) and the mean of K MIRI samples (the posterior-mean estimat
 PSNR), each with the wall time it took. A point method's CRPS is its MAE.
 """
 
-import csv
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
-from miri_lightning import metrics
-from miri_lightning.baselines import BASELINES
+from miri_lightning import metrics, scoring
 from miri_lightning.data.store import decode
-from miri_lightning.evaluation import cell
-from miri_lightning.fid import Features, fid, inception_features
+from miri_lightning.fid import Features, inception_features
 from miri_lightning.inference import RunFlows
 from miri_lightning.run import train
 
 COLUMNS = ("method", "psnr_missing", "ssim", "mmd", "swd", "crps", "spread_skill", "fid", "seconds")
 #: Said under the table when the draws' probabilistic scores could not be computed.
 NEEDS_K = "crps and spread_skill of the MIRI draws need quality.samples = K ≥ 2 draws"
-
-
-def score(x: torch.Tensor, truth: torch.Tensor, observed: torch.Tensor, mmd_items: int, features) -> dict:
-    """The table's metrics of one imputation x (N, C, H, W) of the set: its CRPS is its MAE
-    (a point); SWD per pyramid level (``swd_<side>``) and their mean (``swd``)."""
-    return {
-        "psnr_missing": metrics.psnr_missing(x, truth, observed).item(),
-        "ssim": metrics.ssim(x, truth).item(),
-        "mmd": metrics.mmd(x, truth, mmd_items).item(),
-        **metrics.sliced_wasserstein(x, truth),
-        "crps": metrics.crps_missing(x[None], truth, observed).item(),
-        "fid": fid(x, truth, features) if features is not None else None,
-    }
 
 
 def probabilistic(samples: torch.Tensor, truth: torch.Tensor, observed: torch.Tensor) -> dict:
@@ -66,31 +50,22 @@ def compare(
     ``miri_sample`` row scores one draw, but its ``crps`` and ``spread_skill`` are those of
     the K draws (empty for K = 1). ``fills`` (K, N, C, H, W): the draws' starting points, scored
     the same way in an ``initial_fill`` row (one fill; CRPS and spread–skill of the K)."""
-    check_baselines(baselines)
-    rows = []
-    for name in baselines:
-        started = time.perf_counter()
-        filled = BASELINES[name](torch.where(observed, truth, 0), observed)
-        seconds = time.perf_counter() - started
-        rows.append({"method": name, **score(filled, truth, observed, mmd_items, features), "seconds": seconds})
+    scoring.check_baselines(baselines, "quality.baselines")
+    # the columns of every row (a point's CRPS is its MAE), and the SWD of each pyramid level
+    args = {"names": COLUMNS, "mmd_items": mmd_items, "features": features, "swd_levels": True}
+    rows = scoring.baseline_rows(truth, observed, baselines, **args)
     k = samples.shape[0]
     if fills is not None:
-        rows.append({"method": "initial_fill", **score(fills[0], truth, observed, mmd_items, features)})
+        rows.append({"method": "initial_fill", **scoring.scores(fills[0], truth, observed, **args)})
         rows[-1].update(probabilistic(fills, truth, observed))
         rows[-1]["seconds"] = None
-    rows.append({"method": "miri_sample", **score(samples[0], truth, observed, mmd_items, features)})
+    rows.append({"method": "miri_sample", **scoring.scores(samples[0], truth, observed, **args)})
     rows[-1].update(probabilistic(samples, truth, observed))  # the K draws the sample stands for
     rows[-1]["seconds"] = miri_seconds[0]
     if k > 1:
-        rows.append({"method": f"miri_mean_{k}", **score(samples.mean(0), truth, observed, mmd_items, features)})
+        rows.append({"method": f"miri_mean_{k}", **scoring.scores(samples.mean(0), truth, observed, **args)})
         rows[-1]["seconds"] = miri_seconds[1]
     return rows
-
-
-def check_baselines(baselines) -> None:
-    unknown = [name for name in baselines if name not in BASELINES]
-    if unknown:
-        raise ValueError(f"quality.baselines: unknown {unknown}, choose from {sorted(BASELINES)}")
 
 
 def check_comparable(run) -> None:
@@ -111,7 +86,7 @@ def run_quality(cfg: DictConfig, say=print) -> tuple[list[dict], Path]:
     q = cfg.quality
     if q.samples < 1:
         raise ValueError(f"quality.samples must be at least 1, got {q.samples}")
-    check_baselines(q.baselines)
+    scoring.check_baselines(q.baselines, "quality.baselines")
     started = time.perf_counter()
     run = train(cfg, check=check_comparable)
     train_seconds = time.perf_counter() - started
@@ -166,15 +141,12 @@ def draw(
     through every round's flow of the run in ``run_dir``, each from its own initial fill, the
     seconds from the start to each, and those initial fills (K, N, C, H, W)."""
     flows = RunFlows(run_dir, device, sample_noise)
-    generator = torch.Generator().manual_seed(seed)
     x = torch.where(observed, truth, 0)
-    samples, elapsed = [], []
+    samples, elapsed, fills = [], [], []
     started = time.perf_counter()
-    base = None if flows.init == "noise" else flows.deterministic_fill(x, observed)
-    fills = []
-    for k in range(num_samples):
-        fills.append(flows.initial_fill(x, observed, generator, base))
-        samples.append(flows.carry(fills[-1], observed, batch_size))
+    for k, (fill, sample) in enumerate(flows.draws(x, observed, num_samples, seed, batch_size)):
+        fills.append(fill)
+        samples.append(sample)
         elapsed.append(time.perf_counter() - started)
         say(f"sample {k + 1}/{num_samples} of {len(x)} items through {len(flows.nets)} flow(s): {elapsed[-1]:.1f} s")
     return torch.stack(samples), elapsed, torch.stack(fills)
@@ -188,22 +160,15 @@ def columns(rows: list[dict]) -> list[str]:
 
 
 def markdown(rows: list[dict]) -> str:
-    names = columns(rows)
-    lines = ["| " + " | ".join(names) + " |", "|" + " --- |" * len(names)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in names) + " |" for row in rows]
+    """The quality table (:func:`columns`), with :data:`NEEDS_K` under it when it applies."""
+    table = scoring.markdown(rows, columns(rows))
     if any(row["method"] == "miri_sample" and row.get("spread_skill") is None for row in rows):
-        lines += ["", NEEDS_K]
-    return "\n".join(lines)
+        table += "\n\n" + NEEDS_K
+    return table
 
 
 def write_quality(rows: list[dict], output_dir: str | Path) -> Path:
     """``quality.csv`` (empty cells where a metric is absent) and ``quality.md``."""
-    output_dir = Path(output_dir)
-    path = output_dir / "quality.csv"
-    names = columns(rows)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=names)
-        writer.writeheader()
-        writer.writerows({c: "" if row.get(c) is None else row[c] for c in names} for row in rows)
-    (output_dir / "quality.md").write_text(markdown(rows) + "\n")
+    path = Path(output_dir) / "quality.csv"
+    scoring.write_table(rows, columns(rows), path, markdown(rows))
     return path

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from miri_lightning import CONFIG_DIR
 from miri_lightning.benchmark import benchmark, side_loop
 from miri_lightning.cli import run_or_explain
-from miri_lightning.evaluation import cell
+from miri_lightning.scoring import cell
 
 CONFIGS = str(CONFIG_DIR)
 

@@ -22,8 +22,9 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from miri_lightning.baselines import BASELINES
-from miri_lightning.evaluation import cell, load_truth
+from miri_lightning.evaluation import load_truth
 from miri_lightning.quality import compare, draw, markdown
+from miri_lightning.scoring import cell
 from miri_lightning.snapshots import snapshot_files
 
 ROWS = ("truth", "with holes", "biharmonic", "MIRI draw 1", "MIRI draw 2", "MIRI draw 3", "mean of {k}", "spread x4")
