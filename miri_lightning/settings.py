@@ -1,10 +1,11 @@
 """Checks of a composed config that must pass before a run touches anything: the types of the
-scalar settings, and the ``trainer.*`` arguments (Lightning's, and not the ones the run sets)."""
+scalar settings and the bound on ``miri.ode_steps``, the ``trainer.*`` arguments (Lightning's, and
+not the ones the run sets), and a device to impute on."""
 
 import inspect
 import typing
 
-import lightning as L
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from miri_lightning import CONFIG_DIR
@@ -24,6 +25,10 @@ SET_BY_RUN = {
 #: run reads and removes them before building the Trainer): add a new one here.
 OWN_TRAINER_KEYS: tuple[str, ...] = ("float32_matmul_precision",)
 
+#: The most ODE steps a run (or a run directory's config.yaml) may ask for per round: the paper
+#: uses 100; more than this is a mistake, and it would be paid for on every item of every round.
+MAX_ODE_STEPS = 10_000
+
 #: Groups of train.yaml whose scalar defaults fix the type a setting must have.
 TYPED_GROUPS = ("miri", "optim", "metrics", "checkpoint")
 
@@ -31,6 +36,8 @@ TYPED_GROUPS = ("miri", "optim", "metrics", "checkpoint")
 def check_trainer_args(trainer: dict) -> None:
     """A ValueError of one line when ``trainer`` (``cfg.trainer``) holds an argument the run
     sets itself or one that ``lightning.Trainer`` does not take."""
+    import lightning as L  # here: miri-impute reads a run's settings without Lightning
+
     taken = [key for key in trainer if key in SET_BY_RUN]
     if taken:
         raise ValueError(
@@ -86,10 +93,35 @@ def _kind(value) -> type | None:
     return None
 
 
+def check_ode_steps(value, where: str = "miri.ode_steps") -> int:
+    """``value`` as a number of ODE steps, from 1 to :data:`MAX_ODE_STEPS`; else a ValueError
+    naming ``where`` (the setting, and the file it was read from)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ODE_STEPS:
+        shown = repr(value) if isinstance(value, int | float) else f"a {type(value).__name__}"
+        raise ValueError(f"{where} must be an integer from 1 to {MAX_ODE_STEPS} (the paper uses 100), got {shown}")
+    return value
+
+
+def check_device(device) -> torch.device:
+    """``device`` as a torch.device that this machine has; else a ValueError of one line."""
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise ValueError(f"device {device!r} is not a torch device ({error}): e.g. cpu, cuda, cuda:1") from None
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (chosen.index or 0) >= count:
+            raise ValueError(f"device {device} is not on this machine, which has {count} CUDA device(s): use cpu")
+    elif chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device} is not on this machine: use cpu")
+    return chosen
+
+
 def check_types(cfg: DictConfig) -> None:
     """A ValueError naming the setting when a scalar of ``TYPED_GROUPS`` or ``seed`` has
-    another type than its default in train.yaml (``miri.rounds=five``); settings whose default
-    is null or a string are left to the code that reads them."""
+    another type than its default in train.yaml (``miri.rounds=five``), or when
+    ``miri.ode_steps`` is outside 1..:data:`MAX_ODE_STEPS`; settings whose default is null or a
+    string are left to the code that reads them."""
     defaults = OmegaConf.load(CONFIG_DIR / "train.yaml")
     checks = [("seed", defaults.seed, cfg.get("seed"))]
     for group in TYPED_GROUPS:
@@ -113,3 +145,6 @@ def check_types(cfg: DictConfig) -> None:
         if not ok:
             word = {bool: "true or false", int: "an integer", float: "a number"}[kind]
             raise ValueError(f"{name} must be {word}, got {value!r}")
+    miri = cfg.get("miri")
+    if miri is not None and "ode_steps" in miri:
+        check_ode_steps(miri.ode_steps)

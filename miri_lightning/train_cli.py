@@ -7,6 +7,8 @@ would share one (the same value twice, or a sweep of ``ckpt_path`` or ``overwrit
 refused before any job starts. ``ckpt_path`` and ``overwrite`` do not name the directory, so
 ``-m miri.ema=0,0.99 ckpt_path=last`` resumes every job of the sweep."""
 
+import contextlib
+import io
 import sys
 
 import hydra
@@ -70,8 +72,33 @@ def job_output_dir(cfg: DictConfig, arguments: list[str]) -> str:
     return hydra_cfg.runtime.output_dir
 
 
+def check_printed_config(arguments: list[str]) -> None:
+    """With ``--cfg job`` (or ``all``), Hydra prints the composed config and exits before the
+    task function runs, so before the run's own checks: the same type checks (``miri.rounds=five``,
+    ``miri.ode_steps`` out of bounds) run here first, a ValueError of one line. Anything that
+    does not compose is left to Hydra to report."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
+
+    from miri_lightning.settings import check_types
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # Hydra reports bad flags itself
+            args = get_args_parser().parse_args(arguments)
+    except SystemExit:
+        return
+    if args.cfg not in ("job", "all") or args.config_dir or args.config_path:
+        return
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(args.config_name or "train", overrides=args.overrides)
+    except Exception:
+        return
+    check_types(cfg)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     from miri_lightning.run import train
 
     def work():
@@ -79,6 +106,12 @@ def main(cfg: DictConfig) -> None:
         return train(cfg)
 
     run_or_explain(work)
+
+
+def main() -> None:
+    """``miri-train``: Hydra's entry point, with a config printed by ``--cfg`` type-checked first."""
+    run_or_explain(lambda: check_printed_config(sys.argv[1:]))
+    hydra_main()
 
 
 if __name__ == "__main__":
