@@ -25,6 +25,7 @@ from miri_lightning import CONFIG_DIR
 from miri_lightning.data.sources import LoadedImages
 from miri_lightning.data.store import decode
 from miri_lightning.inference import RunFlows
+from miri_lightning.run_dir import holds_run
 
 #: The file ``save`` writes beside the flows: the estimator's parameters and a table's scaling.
 PARAMS_FILE = "imputer.json"
@@ -67,7 +68,11 @@ class MIRIImputer(TransformerMixin, BaseEstimator):
     ``model``: ``unet_small``, ``unet_tiny``, ``unet``, ``paper_cnn``, ``paper_cnn_half`` for
     images (tables always use ``mlp``); ``block_out_channels``, ``layers_per_block``,
     ``interp_inputs``, ``interp_skip`` shape the U-Net. ``output_dir``: where the run is kept
-    (None: a temporary directory, deleted when ``fit`` returns; the flows stay in memory).
+    (None: a temporary directory, deleted when ``fit`` returns; the flows stay in memory). ``fit``
+    never deletes a run it did not write: it refuses, with a ValueError, an ``output_dir`` that
+    already holds a run (of ``miri-train``, a saved imputer, or the folder this estimator was
+    :meth:`load`-ed from, whose parameters name it), as ``miri-train`` does; a second ``fit`` of
+    the same estimator replaces the run its own first ``fit`` wrote there.
 
     Fitted attributes: ``flows_`` (the rounds' velocity fields, :class:`RunFlows`),
     ``item_shape_``, ``n_rounds_``, ``run_dir_`` (``output_dir``, or None), and for tables
@@ -190,6 +195,8 @@ class MIRIImputer(TransformerMixin, BaseEstimator):
 
         values, obs, _, _ = _as_items(X, observed)
         loaded, scaling = self._loaded(values, obs)
+        if self.output_dir is not None:
+            self._claim(Path(self.output_dir))
         with tempfile.TemporaryDirectory(prefix="miri-imputer-") as scratch:
             output_dir = self.output_dir if self.output_dir is not None else scratch
             with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -205,6 +212,19 @@ class MIRIImputer(TransformerMixin, BaseEstimator):
         if self.run_dir_ is not None:
             self._write_params(self.run_dir_)
         return self
+
+    def _claim(self, output_dir: Path) -> None:
+        """Refuse ``output_dir`` if it holds a run that this estimator's own ``fit`` did not
+        write (one of ``miri-train``, a saved imputer, the folder of :meth:`load`); else
+        remember it as this estimator's, which a later ``fit`` may replace."""
+        own = getattr(self, "_own_run_dir", None)
+        found = holds_run(output_dir)
+        if found is not None and own != output_dir.resolve():
+            raise ValueError(
+                f"output_dir {output_dir} already holds a run ({found}) that this estimator did not create, and "
+                "fit would replace it: pass another output_dir (or None for a temporary one), or delete it first"
+            )
+        self._own_run_dir = output_dir.resolve()
 
     def _loaded(self, values: Tensor, observed: Tensor) -> tuple[LoadedImages, tuple[Tensor, Tensor] | None]:
         if values.dim() == 4:

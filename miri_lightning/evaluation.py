@@ -2,13 +2,14 @@
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 from torch import Tensor
 
 from miri_lightning.data import sources
 from miri_lightning.data.store import decode
 from miri_lightning.fid import Features, inception_features
+from miri_lightning.run_dir import load_run_config
 from miri_lightning.scoring import baseline_rows, check_baselines, markdown, scores, write_table
 from miri_lightning.snapshots import snapshot_files
 
@@ -62,9 +63,10 @@ def data_source(data_cfg: dict, config: Path):
 def load_truth(output_dir: Path) -> Tensor:
     """The complete images of the run, rebuilt from its config.yaml."""
     config = output_dir / "config.yaml"
-    if not config.is_file():
-        raise ValueError(f"{config} does not exist: is {output_dir} a run directory of train.py?")
-    data_cfg = OmegaConf.to_container(OmegaConf.load(config).data)
+    run_cfg, _ = load_run_config(config)  # as data: no interpolation, no YAML alias
+    if not isinstance(run_cfg.get("data"), DictConfig):
+        raise ValueError(f"{config} holds no data settings: is {output_dir} a run directory of train.py?")
+    data_cfg = OmegaConf.to_container(run_cfg.data)
     data_cfg.pop("store_dtype", None)
     loaded = data_source(data_cfg, config).load()
     if not loaded.has_truth:

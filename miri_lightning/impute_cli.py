@@ -84,11 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         "that differ less",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="e.g. cpu, cuda:1")
     args = parser.parse_args(argv)
     try:
         if args.noise is not None and args.noise < 0:
             raise ValueError(f"--noise must be at least 0, got {args.noise}")
+        if args.num_samples < 1:
+            raise ValueError(f"--num-samples must be at least 1, got {args.num_samples}")
         flows = RunFlows(args.run, args.device, args.noise)
         if flows.channels is None:
             raise ValueError(f"{args.run} imputed vectors (a table): its imputed.csv holds the result")

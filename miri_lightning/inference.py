@@ -9,11 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from miri_lightning import flow
-from miri_lightning.nets import build_net
+from miri_lightning.nets import build_net, check_size
+from miri_lightning.run_dir import load_run_config
+from miri_lightning.settings import check_device, check_ode_steps
 from miri_lightning.snapshots import load_flow, read_flow_metadata, round_number, save_flow
 
 
@@ -32,12 +34,14 @@ class RunFlows:
         rounds = [round_number(f) for f in files]
         if rounds != list(range(1, len(rounds) + 1)):
             raise ValueError(f"{run_dir}/flows lacks rounds: found {rounds}, need 1..{max(rounds)} in order")
+        device = check_device(device)
         config = run_dir / "config.yaml"
-        if not config.is_file():
-            raise ValueError(f"{config} does not exist: is {run_dir} a run directory of train.py?")
-        self.config_text = config.read_text()
-        miri = OmegaConf.create(self.config_text).miri
-        self.ode_steps, self.solver, self.init = int(miri.ode_steps), str(miri.solver), str(miri.init)
+        cfg, self.config_text = load_run_config(config)  # as data: no interpolation, no YAML alias
+        miri = cfg.get("miri")
+        if not isinstance(miri, DictConfig) or "ode_steps" not in miri:
+            raise ValueError(f"{config} holds no miri.ode_steps: is {run_dir} a run directory of train.py?")
+        self.ode_steps = check_ode_steps(miri.ode_steps, f"miri.ode_steps of {config}")
+        self.solver, self.init = str(miri.solver), str(miri.init)
         if sample_noise is None:
             sample_noise = miri.get("sample_noise")
         self.sample_noise = float(miri.get("init_noise", 0.0) if sample_noise is None else sample_noise)
@@ -45,6 +49,8 @@ class RunFlows:
         self.noise_mode = str(miri.get("init_noise_mode", "constant"))
         # every file is checked (format, network key) before any network is built
         metadata = [read_flow_metadata(path) for path in files]
+        for path, meta in zip(files, metadata, strict=True):
+            check_size(meta["net"], str(path))  # sizes bounded before any weights are read
         #: the training set's per-channel mean of observed entries: the fill of miri.init=mean
         #: (None for flows written before format 2: then the new items' own mean is used)
         self.fill_mean = metadata[-1]["fill_mean"]

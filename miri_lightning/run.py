@@ -1,8 +1,6 @@
 """Builds a MIRI run from a composed Hydra config and trains it (the body of train.py)."""
 
 import logging
-import os
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +14,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationKeyError
 
-from miri_lightning import ranks
 from miri_lightning.callbacks import MIRICallback
-from miri_lightning.callbacks.progress import ProgressBar
+from miri_lightning.callbacks.progress import ModelSummary, ProgressBar
 from miri_lightning.data.datamodule import MIRIDataModule, per_rank_batch
 from miri_lightning.module import MIRIModule
+from miri_lightning.run_dir import check_checkpoint, check_writable, config_rank, resolve_ckpt_path
 from miri_lightning.settings import check_trainer_args, check_types
 
 log = logging.getLogger(__name__)
@@ -35,9 +33,29 @@ KNOWN_NOISE = (
 )
 
 
+#: The loggers through which Lightning prints its one-line notices (``rank_zero_info``).
+LIGHTNING_NOTICES = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning_utilities.core.rank_zero",
+)
+
+
+class NoAdvert(logging.Filter):
+    """Drops Lightning's tips that advertise its cloud services (``💡 Tip: ... litlogger``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("💡 Tip") or "litlogger" in message or "litmodels" in message)
+
+
 def quiet_known_warnings() -> None:
     for message in KNOWN_NOISE:
         warnings.filterwarnings("ignore", message=message)
+    for name in LIGHTNING_NOTICES:
+        notices = logging.getLogger(name)
+        if not any(isinstance(f, NoAdvert) for f in notices.filters):
+            notices.addFilter(NoAdvert())
 
 
 @dataclass
@@ -47,99 +65,6 @@ class Run:
     datamodule: MIRIDataModule
     miri: MIRICallback
     output_dir: Path
-
-
-def config_rank(cfg: DictConfig) -> int:
-    """This process's global rank, from the launcher's environment (no Trainer yet)."""
-    return ranks.global_rank(cfg.trainer.get("num_nodes", 1), cfg.trainer.get("devices", 1))
-
-
-def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
-    """``ckpt_path``: null (new run), ``last`` (resume ``output_dir``), ``auto`` (resume it if
-    it holds a run, else start it) or a file."""
-    ckpt = cfg.ckpt_path
-    last = output_dir / "last.ckpt"
-    if ckpt == "auto" or (ckpt is None and not cfg.overwrite):
-        refuse_mid_round_checkpoints(output_dir)
-    if ckpt == "auto":
-        if cfg.overwrite:
-            raise ValueError(
-                "ckpt_path=auto resumes the run in output_dir and overwrite=true would delete it: pass only one"
-            )
-        if last.exists():
-            return str(last)
-        rounds = [p for p in output_dir.glob("round_*.ckpt") if p.stem.removeprefix("round_").isdigit()]
-        if rounds:  # killed between a round's checkpoint and last.ckpt
-            return str(max(rounds, key=lambda p: int(p.stem.removeprefix("round_"))))
-        # nothing to resume: what a run killed before its first completed round left (its
-        # TensorBoard events, config) goes, so that the new start logs no duplicate points
-        if config_rank(cfg) == 0:
-            remove_run(output_dir)
-        return None
-    if ckpt is None:
-        if last.exists():
-            if not cfg.overwrite:
-                raise ValueError(
-                    f"output_dir {output_dir} already holds a run ({last.name}): resume it with ckpt_path=last "
-                    "(or ckpt_path=auto), pick another run_name, or pass overwrite=true to delete it"
-                )
-            if config_rank(cfg) == 0:  # every process of a DDP run builds the run
-                remove_run(output_dir)
-        return None
-    if ckpt == "last":
-        if not last.exists():
-            raise ValueError(f"ckpt_path=last, but {last} does not exist: there is no run to resume in output_dir")
-        ckpt = last
-    return str(ckpt)
-
-
-def refuse_mid_round_checkpoints(output_dir: Path) -> None:
-    """Under SLURM, Lightning resumes a run started without ``ckpt_path`` from the newest
-    ``hpc_ckpt_*.ckpt`` (its auto-requeue checkpoint, taken mid-round), where a MIRI round
-    cannot continue. This framework turns that checkpoint off; one left by other code is refused."""
-    mid_round = sorted(output_dir.glob("hpc_ckpt_*.ckpt"))
-    if mid_round:
-        raise ValueError(
-            f"output_dir {output_dir} holds {mid_round[0].name}, a mid-round checkpoint of Lightning's SLURM "
-            "auto-requeue, from which a MIRI round cannot continue: delete it (a resume starts from the last "
-            "completed round)"
-        )
-
-
-def remove_run(output_dir: Path) -> None:
-    """Delete what a run wrote (``overwrite=true``), leaving Hydra's own files to Hydra."""
-    for pattern in ("*.ckpt", "config.yaml", "imputed.csv", "quality.csv", "quality.md", "metrics.csv", "metrics.md"):
-        for path in output_dir.glob(pattern):
-            path.unlink()
-    for folder in ("imputed", "flows", "tensorboard", "export"):
-        shutil.rmtree(output_dir / folder, ignore_errors=True)
-
-
-def check_checkpoint(path: Path) -> dict:
-    """Load a checkpoint without arbitrary pickle and check that it is one of ours."""
-    if not path.is_file():
-        raise ValueError(f"ckpt_path={path} is not a file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(
-            f"checkpoint {path} cannot be read ({type(error).__name__}): it is truncated, altered, or holds "
-            "objects other than tensors and plain values; resume from another round_*.ckpt of the run"
-        ) from error
-    if MIRIDataModule.__qualname__ not in checkpoint or "net" not in checkpoint.get("hyper_parameters", {}):
-        raise ValueError(f"checkpoint {path} is not a miri_lightning training checkpoint")
-    return checkpoint
-
-
-def check_writable(output_dir: Path) -> None:
-    """Fail before any work if ``output_dir`` cannot be created or written."""
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as error:
-        raise ValueError(f"output_dir {output_dir} is not writable ({error}): choose another output_dir") from error
 
 
 def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
@@ -239,6 +164,9 @@ def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
     callbacks = [callback, rounds]
     if trainer_args.get("enable_progress_bar", True):
         callbacks.append(ProgressBar(every=trainer_args.get("log_every_n_steps", 50)))
+    if trainer_args.get("enable_model_summary", True) is not False and not trainer_args.get("barebones"):
+        callbacks.append(ModelSummary())  # Lightning's, without its FLOPs (0 for a module like ours)
+    trainer_args["enable_model_summary"] = False  # not Lightning's own summary besides
     trainer = L.Trainer(
         **trainer_args,
         max_epochs=miri.rounds,
