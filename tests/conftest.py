@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,19 @@ def tiny_config(tmp_path):
 def cache_in_tmp(tmp_path, monkeypatch):
     """data.cache_dir's default (``$MIRI_CACHE_DIR``) under the test's tmp_path, not ./data/cache."""
     monkeypatch.setenv("MIRI_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The tiny two-round run (``TINY``), trained once for the whole session. Read it, never write
+    into it: a test that damages, resumes or evaluates a run takes ``tiny_run_copy``."""
+    from miri_lightning.run import train
+
+    return train(compose_config([], tmp_path_factory.mktemp("tiny") / "run"))
+
+
+@pytest.fixture
+def tiny_run_copy(tiny_run, tmp_path):
+    """A private copy of the session's tiny run directory at tmp_path/run (where ``tiny_config``
+    writes, so ``tiny_config("miri.rounds=3", "ckpt_path=last")`` resumes it)."""
+    return Path(shutil.copytree(tiny_run.output_dir, tmp_path / "run"))

@@ -35,21 +35,53 @@ def run_cli(*arguments, cwd=ROOT):
     )
 
 
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        (["miri.rounds=five"], "error: miri.rounds must be an integer, got 'five'"),
-        (["optim.lr=fast"], "error: optim.lr must be a number, got 'fast'"),
-        (["+trainer.max_epochs=3"], "error: the run sets these Lightning arguments itself: trainer.max_epochs"),
-        (["+trainer.bogus_argument=1"], "error: lightning.Trainer takes no argument trainer.bogus_argument"),
-        (["trainer.gradient_clip_val=x"], "error: trainer.gradient_clip_val='x' is not what lightning.Trainer takes"),
-    ],
-)
-def test_bad_settings_are_one_error_line_and_nothing_is_deleted(tmp_path, overrides, message):
-    """A run already in output_dir survives a bad command even with overwrite=true."""
+def run_in_process(monkeypatch, capsys, *arguments) -> tuple[int, str]:
+    """``python train.py *arguments`` in this process (train_cli.main, Hydra and all): its exit
+    code and what it printed on stderr. For errors raised before any process-wide work."""
+    from miri_lightning import train_cli
+
+    monkeypatch.setattr(sys, "argv", ["train.py", *arguments])
+    capsys.readouterr()
+    try:
+        train_cli.main()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    return code, capsys.readouterr().err
+
+
+BAD_SETTINGS = [
+    (["miri.rounds=five"], "error: miri.rounds must be an integer, got 'five'"),
+    (["optim.lr=fast"], "error: optim.lr must be a number, got 'fast'"),
+    (["+trainer.max_epochs=3"], "error: the run sets these Lightning arguments itself: trainer.max_epochs"),
+    (["+trainer.bogus_argument=1"], "error: lightning.Trainer takes no argument trainer.bogus_argument"),
+    (["trainer.gradient_clip_val=x"], "error: trainer.gradient_clip_val='x' is not what lightning.Trainer takes"),
+]
+
+
+def earlier_run(tmp_path: Path) -> Path:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "last.ckpt").write_bytes(b"an earlier run")
+    return run_dir
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_SETTINGS)
+def test_bad_settings_are_one_error_line_and_nothing_is_deleted(tmp_path, monkeypatch, capsys, overrides, message):
+    """A run already in output_dir survives a bad command even with overwrite=true (in process:
+    the checks run before anything process-wide; the real process is the test below)."""
+    run_dir = earlier_run(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    code, err = run_in_process(monkeypatch, capsys, *TINY_CLI, f"output_dir={run_dir}", "overwrite=true", *overrides)
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), err
+    assert (run_dir / "last.ckpt").read_bytes() == b"an earlier run"
+
+
+def test_a_bad_setting_in_a_real_process_is_one_line_and_exit_code_1(tmp_path):
+    run_dir = earlier_run(tmp_path)
+    (overrides, message) = BAD_SETTINGS[0]
     result = run_cli(*TINY_CLI, f"output_dir={run_dir}", "overwrite=true", *overrides, cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()

@@ -5,10 +5,12 @@ import itertools
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from miri_lightning import flow
 from miri_lightning.data.store import decode, fill_seed
+from miri_lightning.inference import RunFlows
 from miri_lightning.run import train
 
 SWITCHES = {
@@ -24,7 +26,7 @@ def plain(tmp_path_factory):
     from conftest import compose_config
 
     run = train(compose_config(["miri.rounds=1"], tmp_path_factory.mktemp("plain") / "run"))
-    return load_file(run.output_dir / "imputed" / "round_001.safetensors"), run.datamodule.store
+    return load_file(run.output_dir / "imputed" / "round_001.safetensors"), run.datamodule.store, run.output_dir
 
 
 @pytest.mark.parametrize(
@@ -35,15 +37,18 @@ def test_switch_keeps_observed_entries_and_imputes_like_the_plain_path(plain, ti
     if switch == "compile":
         pytest.importorskip("torch._inductor")
     overrides, tolerance = SWITCHES[switch]
-    reference, store = plain
+    reference, store, reference_dir = plain
     run = train(tiny_config("miri.rounds=1", *overrides))
     imputed = load_file(run.output_dir / "imputed" / "round_001.safetensors")["imputed"]
     observed = reference["observed"]
     assert torch.equal(imputed[observed], reference["imputed"][observed])  # bit for bit
     difference = (imputed - reference["imputed"])[~observed].abs().mean().item()
     assert difference <= tolerance, difference
-    # the round moved the imputation from its initial fill far more than the switch changes it
-    initial = flow.initial_fill(decode(store.truth), observed, "noise", torch.Generator().manual_seed(fill_seed(0)))
+    # the round moved the imputation from the run's own round-0 fill (the store's draw: the
+    # run's fill and training noise, the store's seed) far more than the switch changes it
+    flows = RunFlows(reference_dir, sample_noise=float(OmegaConf.load(reference_dir / "config.yaml").miri.init_noise))
+    x = torch.where(observed, decode(store.truth), 0)
+    initial = flows.initial_fill(x, observed, torch.Generator().manual_seed(fill_seed(0)))
     moved = (reference["imputed"] - initial)[~observed].abs().mean().item()
     assert moved > 5 * difference, (moved, difference)
 
@@ -151,8 +156,13 @@ def test_each_switch_is_engaged_inside_the_net_in_training_and_imputation(tiny_c
 @pytest.mark.slow
 def test_compile_switch_runs_the_compiled_field(tiny_config):
     pytest.importorskip("torch._inductor")
+    from torch._dynamo.utils import counters
+
+    counters.clear()
     run, _, _ = run_with_probe(tiny_config, "miri.compile=true")
     assert run.module._compiled is not None
+    # TorchDynamo captured graphs of the field and ran them (set but unused: no graph at all)
+    assert counters["stats"]["unique_graphs"] > 0, dict(counters["stats"])
 
 
 @pytest.mark.gpu

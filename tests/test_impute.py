@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from miri_lightning import flow
@@ -18,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def trained(tiny_config):
-    return train(tiny_config("miri.rounds=2")).output_dir
+def trained(tiny_run):
+    return tiny_run.output_dir
 
 
 def write_inputs(folder: Path, masks: Path, count: int = 3, size: int = 16):
@@ -66,13 +67,20 @@ def test_cli_fills_holes_keeps_observed_pixels_and_shows_uncertainty(trained, tm
             assert all(np.array_equal(s, pixels) for s in samples)
     archive = np.load(out / "imputations.npz")
     assert archive["samples"].shape == (3, 3, 3, 16, 16) and list(archive["names"]) == list(images)
-    # the draws are the flows' work, not the fill alone: they equal RunFlows applied to the same
-    # seeded fills, and differ from those fills where pixels are missing
+    # the draws are the run's flows applied, in order, to the run's own fill (its deterministic
+    # fill plus its noise, seeded as the CLI seeds draw 0), rebuilt here from flow.py's pieces
+    # and the run's config, not through RunFlows.sample; and they are not that fill
     x = torch.from_numpy(np.stack([images[n] for n in images])).permute(0, 3, 1, 2).float() / 255
     o = torch.from_numpy(archive["observed"])
-    expected = RunFlows(trained).sample(x, o, 3, seed=0)
-    assert np.allclose(archive["samples"], expected.numpy(), atol=1e-6)
-    fill = flow.initial_fill(x, o, "noise", torch.Generator().manual_seed(0))
+    cfg = OmegaConf.load(trained / "config.yaml").miri
+    sigma = cfg.sample_noise if cfg.sample_noise is not None else cfg.init_noise
+    base = flow.deterministic_fill(x, o, cfg.init)
+    fill = flow.perturb(base, o, sigma, torch.Generator().manual_seed(0), (0.0, 1.0), cfg.init_noise_mode)
+    y = fill
+    with torch.no_grad():
+        for net in RunFlows(trained).nets:
+            y = flow.impute(net, y, o, cfg.ode_steps, cfg.solver, (0.0, 1.0))
+    assert np.allclose(archive["samples"][0], y.numpy(), atol=1e-6)
     moved = np.abs(archive["samples"][0] - fill.numpy())[~archive["observed"]].mean()
     assert moved > 0.01, moved
 

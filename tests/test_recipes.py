@@ -1,5 +1,7 @@
 """The experiment recipes build what they say, and the speed benchmark counts what it times."""
 
+import time
+
 import pytest
 import torch
 from conftest import QUIET, compose_config
@@ -29,14 +31,25 @@ def test_paper_cifar10_builds_the_papers_network_and_schedule(tmp_path):
     assert run.datamodule.source.n == 5000
 
 
-@pytest.mark.parametrize(
-    "recipe", ["fast_cifar10", "paper_sample", "fast_sample", "quality_sample", "quality_cifar10", "quality_celeba"]
-)
-def test_every_recipe_composes_and_builds(tmp_path, recipe):
+#: What each recipe promises, written out by hand from its file (rounds, steps per round, pairs
+#: per step, fill, data set): a recipe that stops applying, or a default that leaks into one, fails.
+RECIPES = {
+    "fast_cifar10": (6, 2000, 256, "biharmonic", "cifar10"),
+    "paper_sample": (3, 200, 64, "noise", "sample"),
+    "fast_sample": (1, 200, 64, "biharmonic", "sample"),
+    "quality_sample": (1, 400, 64, "biharmonic", "sample"),
+    "quality_cifar10": (1, 20000, 256, "biharmonic", "cifar10"),
+    "quality_celeba": (1, 20000, 128, "biharmonic", "celeba"),
+}
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_every_recipe_composes_and_builds_what_it_promises(tmp_path, recipe):
     cfg = compose_config([f"experiment={recipe}"], tmp_path / "run", base=QUIET)
     run, _ = build(cfg)
-    assert run.trainer.max_epochs == cfg.miri.rounds
-    assert run.datamodule.steps_per_round == cfg.miri.steps_per_round
+    rounds, steps, batch, init, data = RECIPES[recipe]
+    assert (run.trainer.max_epochs, run.datamodule.steps_per_round) == (rounds, steps)
+    assert (run.datamodule.batch_size, run.datamodule.init, cfg.data.name) == (batch, init, data)
     # only the paper's recipes leave gradients unclipped, as the reference does
     assert (run.trainer.gradient_clip_val is None) == recipe.startswith("paper_")
 
@@ -58,20 +71,23 @@ def test_paper_and_fast_sample_share_data_and_masks(tmp_path):
 
 
 def test_benchmark_counts_a_training_image_as_about_three_forward_passes(tmp_path):
+    started = time.perf_counter()
     row = benchmark(compose_config(["miri.steps_per_round=100"], tmp_path / "run"), steps=2, warmup=1)
+    elapsed = time.perf_counter() - started
     assert row["train_images_per_s"] > 0 and row["ode_image_steps_per_s"] > 0
     # the real loop ran: one round of warmup + steps, its snapshot and checkpoint written
     assert (tmp_path / "run" / "imputed" / "round_001.safetensors").exists() and (
         tmp_path / "run" / "last.ckpt"
     ).exists()
-    assert row["round_training_s"] == pytest.approx(100 * 16 / row["train_images_per_s"])  # the recipe's 100 steps
-    assert row["round_seconds_estimate"] == pytest.approx(
-        row["round_training_s"] + row["round_reimpute_s"] + row["round_end_s"]
-    )
+    # timed against this test's own clock: the 2 timed steps of 16 images, the re-imputation and
+    # the round's end all fit inside the benchmark's whole call (setup and warmup included)
+    timed_steps = row["round_training_s"] * 2 / 100  # the estimate is for the recipe's 100 steps
+    assert 0 < timed_steps + row["round_reimpute_s"] + row["round_end_s"] < elapsed
     assert row["round_reimpute_s"] > 0 and row["round_end_s"] > 0
     ratio = row["gflop_per_train_image"] / row["gflop_per_ode_step"]
     assert 2.5 < ratio < 3.5, ratio  # forward + backward (about twice the forward)
-    assert row["train_tflops"] == pytest.approx(row["gflop_per_train_image"] * row["train_images_per_s"] / 1e3)
+    # a tiny U-Net on 16×16 crops: between 1 MFLOP and 1 GFLOP per training image
+    assert 1e-3 < row["gflop_per_train_image"] < 1.0, row["gflop_per_train_image"]
     assert row["peak_fraction"] is None  # no known peak on a CPU: left empty, not invented
     assert row["host_peak_gib"] > 0
 
