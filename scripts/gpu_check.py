@@ -38,7 +38,7 @@ from miri_lightning.data.store import decode  # noqa: E402
 from miri_lightning.inference import RunFlows  # noqa: E402
 from miri_lightning.module import MIRIModule  # noqa: E402
 from miri_lightning.run import train  # noqa: E402
-from miri_lightning.snapshots import load_flow  # noqa: E402
+from miri_lightning.snapshots import load_flow, snapshot_files  # noqa: E402
 
 ON_CPU = os.environ.get("MIRI_GPU_CHECK_CPU") == "1"
 COMPILE = os.environ.get("MIRI_GPU_CHECK_COMPILE", "1") == "1"
@@ -179,7 +179,7 @@ def run_c() -> None:
 
 def check_files(truth: torch.Tensor) -> None:
     for name in ("A", "B", "C"):
-        for path in sorted((WORK / name / "imputed").glob("round_*.safetensors")):
+        for _, path in snapshot_files(WORK / name):
             tensors = load_file(path)
             observed = tensors["observed"]
             exact = torch.equal(tensors["imputed"][observed], truth[observed])
