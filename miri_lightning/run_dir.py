@@ -11,6 +11,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from miri_lightning import ranks
+from miri_lightning.snapshots import round_files
 
 #: What a run (or a saved imputer) writes to its directory: a folder holding any of them holds a run.
 RUN_FILES = ("last.ckpt", "config.yaml", "flows", "imputed", "imputer.json")
@@ -48,9 +49,9 @@ def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
             )
         if last.exists():
             return str(last)
-        rounds = [p for p in output_dir.glob("round_*.ckpt") if p.stem.removeprefix("round_").isdigit()]
+        rounds = round_files(output_dir, ".ckpt")
         if rounds:  # killed between a round's checkpoint and last.ckpt
-            return str(max(rounds, key=lambda p: int(p.stem.removeprefix("round_"))))
+            return str(rounds[-1][1])
         # nothing to resume: what a run killed before its first completed round left (its
         # TensorBoard events, config) goes, so that the new start logs no duplicate points
         if config_rank(cfg) == 0:
