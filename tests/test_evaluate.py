@@ -13,14 +13,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from miri_lightning.data.store import decode
 from miri_lightning.evaluation import COLUMNS
-from miri_lightning.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_evaluate_writes_the_table_for_miri_and_the_baselines(tiny_config, tmp_path):
-    run = train(tiny_config("miri.rounds=2"))
-    out = run.output_dir
+def test_evaluate_writes_the_table_for_miri_and_the_baselines(tiny_run, tiny_run_copy, tmp_path):
+    run, out = tiny_run, tiny_run_copy  # evaluate writes into the run directory: a copy
     result = subprocess.run(
         [sys.executable, "scripts/evaluate.py", f"output_dir={out}", "per_round=true", "mmd_items=40"],
         cwd=ROOT,

@@ -13,7 +13,6 @@ from PIL import Image
 from miri_lightning import flow
 from miri_lightning.impute_cli import main
 from miri_lightning.inference import RunFlows
-from miri_lightning.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,25 +126,25 @@ def test_export_writes_pngs_masks_and_npz_of_a_round(trained, tmp_path):
 
 
 @pytest.mark.parametrize("sample_noise", [None, 0.0])
-def test_draws_after_training_take_the_fill_noise_of_miri_sample_noise(tiny_config, sample_noise):
-    import torch
-
-    from miri_lightning.inference import RunFlows
-
-    settings = ["miri.rounds=1", "miri.init=interp", "miri.init_noise=0.05", "miri.init_noise_mode=constant"]
-    run = train(tiny_config(*settings, f"miri.sample_noise={'null' if sample_noise is None else sample_noise}"))
-    store = run.datamodule.store
+def test_draws_after_training_take_the_fill_noise_of_miri_sample_noise(tiny_run, tiny_run_copy, sample_noise):
+    # the session's run, its config.yaml saying miri.sample_noise=<sample_noise> (what RunFlows reads)
+    run_dir = tiny_run_copy
+    config = OmegaConf.load(run_dir / "config.yaml")
+    assert config.miri.init_noise > 0
+    config.miri.sample_noise = sample_noise
+    OmegaConf.save(config, run_dir / "config.yaml")
+    store = tiny_run.datamodule.store
     x, observed = store.imputed[:8].float(), store.observed[:8]
-    samples = RunFlows(run.output_dir).sample(x, observed, num_samples=2, seed=0)
+    samples = RunFlows(run_dir).sample(x, observed, num_samples=2, seed=0)
     spread = (samples[0] - samples[1]).abs().max().item()
-    # null: the training fill's σ = 0.05, so two draws differ; 0: every draw is the same
+    # null: the training fill's σ (init_noise > 0), so two draws differ; 0: every draw is the same
     assert (spread > 1e-3) if sample_noise is None else (spread == 0.0)
     assert torch.equal(samples[:, observed], x[observed].expand(2, -1))
     if sample_noise is None:  # miri-impute --noise 0 overrides the run's σ: identical draws
         array = torch.where(observed, x, float("nan")).numpy()
-        np.save(run.output_dir / "holes.npy", array)
-        out = run.output_dir / "filled"
-        args = ["--run", str(run.output_dir), "--array", str(run.output_dir / "holes.npy"), "--output", str(out)]
+        np.save(run_dir / "holes.npy", array)
+        out = run_dir / "filled"
+        args = ["--run", str(run_dir), "--array", str(run_dir / "holes.npy"), "--output", str(out)]
         assert main([*args, "--num-samples", "2", "--noise", "0"]) == 0
         drawn = np.load(out / "imputations.npz")["samples"]
         assert np.array_equal(drawn[0], drawn[1])

@@ -59,19 +59,20 @@ def test_psnr_on_missing_entries_rises_over_the_initial_fill(tiny_config):
     assert not list((out / "imputed").glob(".*tmp*"))
 
 
-def test_resume_continues_rounds_and_curves_without_gap_or_duplicate(tiny_config):
-    first = train(tiny_config("miri.rounds=2"))
+def test_resume_continues_rounds_and_curves_without_gap_or_duplicate(tiny_run, tiny_run_copy, tiny_config):
+    first = tiny_run  # two rounds, copied to tiny_config's output_dir
     second = train(tiny_config("miri.rounds=3", "ckpt_path=last"))
     # the restored store of round 2 (read back from its snapshot) is reported again, then round 3
     assert [h["round"] for h in second.miri.history] == [2, 3]
     assert second.miri.history[0]["psnr_missing"] == pytest.approx(first.miri.history[-1]["psnr_missing"])
     assert second.trainer.current_epoch == 3
-    logged, _ = scalars(first.output_dir, "round/psnr_missing")
+    assert second.output_dir == tiny_run_copy
+    logged, _ = scalars(second.output_dir, "round/psnr_missing")
     assert [step for step, _ in logged] == [0, 10, 20, 30]
     # one events file per launch, both in the same directory: the curves continue
-    names = [p.name for p in (first.output_dir / "tensorboard").iterdir()]
+    names = [p.name for p in (second.output_dir / "tensorboard").iterdir()]
     assert sum(name.startswith("events.out.tfevents") for name in names) == 2, names
-    assert not (first.output_dir / "tensorboard" / "version_1").exists()
+    assert not (second.output_dir / "tensorboard" / "version_1").exists()
 
 
 def test_a_new_run_does_not_overwrite_an_existing_one(tiny_config):
@@ -170,15 +171,17 @@ def test_bad_settings_on_the_command_line_print_one_error_line_not_a_traceback(t
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("ema", [0.0, 0.9])
-def test_every_rounds_flow_is_saved_and_reproduces_its_round(tiny_config, ema):
-    """With miri.ema > 0 the EMA weights impute and are saved as the flow; the checkpoint
-    holds the trained weights only (loadable with or without EMA)."""
+@pytest.mark.parametrize("ema", [0.0, "default"])
+def test_every_rounds_flow_is_saved_and_reproduces_its_round(request, tiny_config, ema):
+    """With miri.ema > 0 (the default, 0.99: the session's tiny run) the EMA weights impute and
+    are saved as the flow; the checkpoint holds the trained weights only (loadable with or
+    without EMA)."""
     from miri_lightning import flow
     from miri_lightning.nets import build_net
     from miri_lightning.snapshots import load_flow
 
-    run = train(tiny_config("miri.rounds=2", f"miri.ema={ema}"))
+    run = request.getfixturevalue("tiny_run") if ema == "default" else train(tiny_config(f"miri.ema={ema}"))
+    assert (run.module.hparams.ema == 0) == (ema == 0)
     out = run.output_dir
     trained = run.module.velocity.state_dict()
     saved, _ = load_flow(out / "flows" / "round_002.safetensors")
