@@ -97,6 +97,19 @@ def check_printed_config(arguments: list[str]) -> None:
     check_types(cfg)
 
 
+def check_recipe_names(arguments: list[str]) -> None:
+    """``experiment`` is an optional group (``data=celeba`` brings ``experiment/celeba.yaml``
+    when it exists), so Hydra skips a misspelt ``experiment=paper_sampel`` without a word and
+    trains the default: refuse an ``experiment=`` (or ``+experiment=``) naming no recipe."""
+    known = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+    for override in _overrides(arguments):
+        if override.key_or_group != "experiment" or override.is_delete():
+            continue
+        for value in override.sweep_string_iterator() if override.is_sweep_override() else [override.value()]:
+            if value is not None and str(value) not in known:
+                raise ValueError(f"experiment={value} names no recipe: choose one of {', '.join(known)}")
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def hydra_main(cfg: DictConfig) -> None:
     from miri_lightning.run import train
@@ -110,7 +123,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """``miri-train``: Hydra's entry point, with a config printed by ``--cfg`` type-checked first."""
-    run_or_explain(lambda: check_printed_config(sys.argv[1:]))
+    run_or_explain(lambda: (check_recipe_names(sys.argv[1:]), check_printed_config(sys.argv[1:])))
     hydra_main()
 
 

@@ -56,6 +56,8 @@ BAD_SETTINGS = [
     (["+trainer.max_epochs=3"], "error: the run sets these Lightning arguments itself: trainer.max_epochs"),
     (["+trainer.bogus_argument=1"], "error: lightning.Trainer takes no argument trainer.bogus_argument"),
     (["trainer.gradient_clip_val=x"], "error: trainer.gradient_clip_val='x' is not what lightning.Trainer takes"),
+    # an optional group: Hydra alone would train the default recipe without a word
+    (["experiment=paper_sampel"], "error: experiment=paper_sampel names no recipe: choose one of celeba, cifar10"),
 ]
 
 
