@@ -45,7 +45,7 @@ def ssim(x: Tensor, truth: Tensor, batch_size: int = 1024) -> Tensor:
 def round_metrics(
     x: Tensor, truth: Tensor, observed: Tensor, mmd_items: int = 1000, swd_items: int = 1000
 ) -> dict[str, float]:
-    """The per-round scalars logged under ``round/`` (README.md, TensorBoard); for vectors (N, d),
+    """The per-round scalars logged under ``round/`` (docs/runs.md, TensorBoard); for vectors (N, d),
     those that make sense in standardised units: RMSE and MAE on missing entries, MMD. For
     images the SWD (:func:`sliced_wasserstein`, its mean and each level) of at most
     ``swd_items`` evenly spaced images, 32 patches each: the realism of the store, which
