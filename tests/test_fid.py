@@ -36,8 +36,8 @@ def random_inception(tmp_path_factory):
 
 def test_fid_of_a_set_with_itself_is_zero_and_grayscale_works(random_inception):
     features = inception_features(str(random_inception))
-    x = sample_images(8, 16, seed=0).float() / 255
-    assert features(x).shape == (8, 2048)
+    x = sample_images(4, 16, seed=0).float() / 255
+    assert features(x).shape == (4, 2048)
     assert fid(x, x, features) == pytest.approx(0.0, abs=1e-3)
     gray = x.mean(1, keepdim=True)
     assert fid(gray, gray, features) == pytest.approx(0.0, abs=1e-3)

@@ -44,19 +44,22 @@ if _target:
 """
 
 
-def launch(output_dir, hook_dir, *overrides, kill_at=None):
+def start(output_dir, hook_dir, *overrides, kill_at=None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook_dir), str(ROOT), os.environ.get("PYTHONPATH", "")])}
     env.pop("MIRI_KILL_AT", None)
     if kill_at:
         env["MIRI_KILL_AT"] = kill_at
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *TINY_CLI, f"output_dir={output_dir}", *overrides],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    command = [sys.executable, str(ROOT / "train.py"), *TINY_CLI, f"output_dir={output_dir}", *overrides]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def launch(output_dir, hook_dir, *overrides, kill_at=None) -> subprocess.CompletedProcess:
+    return finish(start(output_dir, hook_dir, *overrides, kill_at=kill_at))
 
 
 @pytest.mark.parametrize(
@@ -70,6 +73,7 @@ def test_a_kill_while_round_files_are_written_resumes_from_a_consistent_pair(tmp
     hook_dir.mkdir()
     (hook_dir / "sitecustomize.py").write_text(HOOK)
     run = tmp_path / "killed"
+    whole = start(tmp_path / "whole", hook_dir, "miri.rounds=3")  # the uninterrupted twin, alongside
     if kill_at == "last.ckpt":
         # the first rename of last.ckpt is round 1's; let it pass, kill at round 2's
         first = launch(run, hook_dir, "miri.rounds=1")
@@ -84,7 +88,7 @@ def test_a_kill_while_round_files_are_written_resumes_from_a_consistent_pair(tmp
 
     resumed = launch(run, hook_dir, "miri.rounds=3", "ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    whole = launch(tmp_path / "whole", hook_dir, "miri.rounds=3")
+    whole = finish(whole)
     assert whole.returncode == 0, whole.stderr[-2000:]
     for round_index in (2, 3):
         name = f"imputed/round_{round_index:03d}.safetensors"

@@ -75,10 +75,12 @@ def steps(accumulator, tag):
     return [event.step for event in accumulator.Scalars(tag)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "phase",
-    # the kill mid-ODE resumes through the same checkpoint as the kill mid-training: slow (~1 min)
-    ["training", pytest.param("re-imputing", marks=pytest.mark.slow)],
+    # one process killed mid-training or mid-ODE: slow (~1 min each); the default tier kills a
+    # 2-rank SLURM run mid-round and resumes it to the same result (test_distributed.py)
+    ["training", "re-imputing"],
 )
 def test_a_run_killed_mid_round_resumes_to_the_same_result(tmp_path, phase):
     common = ["miri.rounds=3", "miri.steps_per_round=40", "miri.ode_steps=40"]
