@@ -18,7 +18,7 @@ from miri_lightning.callbacks import MIRICallback
 from miri_lightning.callbacks.progress import ModelSummary, ProgressBar
 from miri_lightning.data.datamodule import MIRIDataModule, per_rank_batch
 from miri_lightning.module import MIRIModule
-from miri_lightning.run_dir import check_checkpoint, check_writable, config_rank, resolve_ckpt_path
+from miri_lightning.run_dir import check_checkpoint, check_writable, config_rank, remove_run, resolve_ckpt_path
 from miri_lightning.settings import check_trainer_args, check_types
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
     check_trainer_args(OmegaConf.to_container(cfg.trainer, resolve=True))
     output_dir = Path(cfg.output_dir)
     check_writable(output_dir)
-    ckpt_path = resolve_ckpt_path(cfg, output_dir)
+    ckpt_path, delete_earlier_run = resolve_ckpt_path(cfg, output_dir)
     resumed_step = int(check_checkpoint(Path(ckpt_path))["global_step"]) if ckpt_path else None
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     miri = cfg.miri
@@ -185,6 +185,8 @@ def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
         num_sanity_val_steps=0,
     )
     per_rank = per_rank_batch(miri.batch_size, trainer.world_size)
+    if delete_earlier_run:  # overwrite=true (or auto over a run killed in round 1), every setting now checked
+        remove_run(output_dir)
     if trainer.global_rank != config_rank(cfg):
         log.warning(
             f"this process is rank {trainer.global_rank} but its launcher's environment says rank "

@@ -35,9 +35,11 @@ def holds_run(output_dir: Path) -> str | None:
     return None if found is None else found.name
 
 
-def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
-    """``ckpt_path``: null (new run), ``last`` (resume ``output_dir``), ``auto`` (resume it if
-    it holds a run, else start it) or a file."""
+def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> tuple[str | None, bool]:
+    """(the checkpoint to resume, whether ``output_dir``'s earlier run is to be deleted) for
+    ``ckpt_path``: null (new run), ``last`` (resume ``output_dir``), ``auto`` (resume it if it
+    holds a run, else start it) or a file. Nothing is deleted here: the caller deletes once
+    every other setting has been checked, so that a bad setting never costs the earlier run."""
     ckpt = cfg.ckpt_path
     last = output_dir / "last.ckpt"
     if ckpt == "auto" or (ckpt is None and not cfg.overwrite):
@@ -48,15 +50,13 @@ def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
                 "ckpt_path=auto resumes the run in output_dir and overwrite=true would delete it: pass only one"
             )
         if last.exists():
-            return str(last)
+            return str(last), False
         rounds = round_files(output_dir, ".ckpt")
         if rounds:  # killed between a round's checkpoint and last.ckpt
-            return str(rounds[-1][1])
+            return str(rounds[-1][1]), False
         # nothing to resume: what a run killed before its first completed round left (its
         # TensorBoard events, config) goes, so that the new start logs no duplicate points
-        if config_rank(cfg) == 0:
-            remove_run(output_dir)
-        return None
+        return None, config_rank(cfg) == 0
     if ckpt is None:
         if last.exists():
             if not cfg.overwrite:
@@ -64,14 +64,13 @@ def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
                     f"output_dir {output_dir} already holds a run ({last.name}): resume it with ckpt_path=last "
                     "(or ckpt_path=auto), pick another run_name, or pass overwrite=true to delete it"
                 )
-            if config_rank(cfg) == 0:  # every process of a DDP run builds the run
-                remove_run(output_dir)
-        return None
+            return None, config_rank(cfg) == 0  # every process of a DDP run builds the run: one deletes
+        return None, False
     if ckpt == "last":
         if not last.exists():
             raise ValueError(f"ckpt_path=last, but {last} does not exist: there is no run to resume in output_dir")
         ckpt = last
-    return str(ckpt)
+    return str(ckpt), False
 
 
 def refuse_mid_round_checkpoints(output_dir: Path) -> None:

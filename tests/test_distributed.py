@@ -6,6 +6,7 @@ from one process), torchrun's (RANK, LOCAL_RANK, WORLD_SIZE, ... set for each of
 processes started here, which Lightning's TorchElasticEnvironment detects) and srun's
 (SLURM_PROCID, SLURM_NTASKS, ...: Lightning's SLURMEnvironment)."""
 
+import hashlib
 import os
 import re
 import signal
@@ -137,8 +138,10 @@ def torchrun_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("torchrun") / "run"
     pairs = out.parent / "pairs"
     pairs.mkdir()
+    # hydra.verbose: the callback's DEBUG line with each rank's store hash (off by default)
+    verbose = "hydra.verbose=miri_lightning.callbacks.miri"
     processes, hydra_before_rank_zero = run_ranks(
-        out, torchrun_env, "trainer=ddp_cpu", extra_env={RECORD_PAIRS_ENV: str(pairs)}, rank_one_first=True
+        out, torchrun_env, "trainer=ddp_cpu", verbose, extra_env={RECORD_PAIRS_ENV: str(pairs)}, rank_one_first=True
     )
     finish(processes, out)
     return out, pairs, hydra_before_rank_zero
@@ -158,6 +161,28 @@ def test_under_torchrun_each_rank_logs_to_its_file_and_only_rank_zero_writes_the
     assert (out / "config.yaml").exists()
     # TensorBoard: one writer (rank 0), one events file
     assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
+
+
+def test_ranks_impute_disjoint_shards_and_end_with_identical_stores(torchrun_run):
+    out, _, _ = torchrun_run
+    logs = {rank: (out / f"train_rank{rank}.log").read_text() for rank in (0, 1)}
+    for round_index in (1, 2):
+        shards, digests = [], {}
+        for rank, text in logs.items():
+            (start, stop, n), *more = re.findall(
+                rf"round {round_index}: rank {rank} re-imputing items \[(\d+), (\d+)\) of (\d+)", text
+            )
+            assert not more and int(n) == 48
+            shards.append(range(int(start), int(stop)))
+            (digests[rank],) = re.findall(rf"round {round_index}: rank {rank} holds the store sha256 (\w+)", text)
+        # every item imputed exactly once across the ranks, half on each
+        assert sorted(i for shard in shards for i in shard) == list(range(48))
+        assert sorted(len(shard) for shard in shards) == [24, 24]
+        snapshot = load_file(out / "imputed" / f"round_{round_index:03d}.safetensors")
+        assert digests[0] == digests[1] == hashlib.sha256(snapshot["imputed"].numpy()).hexdigest()
+    # one store per machine: built by one rank in shared memory, mapped by the other
+    assert "rank 0 built the store once for this machine in shared memory" in logs[0]
+    assert "rank 1 maps the store of this machine in shared memory" in logs[1]
 
 
 def test_the_global_batch_divides_over_the_ranks_and_each_rank_draws_its_own_pairs(torchrun_run, tmp_path, monkeypatch):

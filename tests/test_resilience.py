@@ -118,6 +118,7 @@ def test_a_run_killed_mid_round_resumes_to_the_same_result(tmp_path, phase):
     assert not (tmp_path / "killed" / "version_1").exists()
 
 
+@pytest.mark.slow  # Lightning's own launcher; the default tier checks the same under torchrun (test_distributed)
 def test_ddp_ranks_impute_disjoint_shards_and_end_with_identical_stores(tmp_path):
     out = tmp_path / "ddp"
     # hydra.verbose: the callback's DEBUG line with each rank's store hash (a whole-store hash, off by default)

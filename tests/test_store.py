@@ -113,8 +113,12 @@ def _shared(rank: int, world: int, init_file: str, room: bool, out: str) -> None
         dist.destroy_process_group()
 
 
-def test_the_store_is_one_copy_per_machine_or_one_per_rank_when_shared_memory_is_short(tmp_path):
-    for room in (True, False):
-        out = tmp_path / f"out-{room}.pt"
-        mp.spawn(_shared, args=(2, str(tmp_path / f"init-{room}"), room, str(out)), nprocs=2, join=True)
-        assert torch.load(out)["files"] == []  # nothing left in /dev/shm once every rank has mapped it
+@pytest.mark.parametrize(
+    # the shared copy is also checked in the default tier by the torchrun run (test_distributed)
+    "room",
+    [pytest.param(True, marks=pytest.mark.slow), False],
+)
+def test_the_store_is_one_copy_per_machine_or_one_per_rank_when_shared_memory_is_short(tmp_path, room):
+    out = tmp_path / f"out-{room}.pt"
+    mp.spawn(_shared, args=(2, str(tmp_path / f"init-{room}"), room, str(out)), nprocs=2, join=True)
+    assert torch.load(out)["files"] == []  # nothing left in /dev/shm once every rank has mapped it

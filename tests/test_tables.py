@@ -115,7 +115,14 @@ def test_csv_without_blanks_is_ground_truth_for_a_simulated_mask(tmp_path):
     rows = [r[:3] for r in people()]
     rows = [rows[0]] + [r for r in rows[1:] if "" not in r and "NA" not in r and "nan" not in r]
     write_csv(tmp_path / "complete.csv", rows)
-    cfg = vector_config(tmp_path, "data=csv", f"data.path={tmp_path / 'complete.csv'}", "mask=entry", "miri.rounds=2")
+    cfg = vector_config(
+        tmp_path,
+        "data=csv",
+        f"data.path={tmp_path / 'complete.csv'}",
+        "mask=entry",
+        "miri.rounds=2",
+        "miri.steps_per_round=100",
+    )
     run = train(cfg)
     record = run.miri.history[-1]
     assert record["rmse_missing"] < run.miri.history[0]["rmse_missing"]  # better than the N(0, 1) fill

@@ -1,8 +1,6 @@
 """End to end through the real Trainer, the real U-Net (tiny) and the embedded data."""
 
 import itertools
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -145,20 +143,6 @@ def test_round_fid_without_inception_weights_is_skipped_with_one_line(tiny_confi
     assert out.count("round/fid skipped") == 1 and "weights-inception-2015-12-05-6726825d.pth" in out
     assert all("fid" not in record for record in run.miri.history)
     assert {"ssim_missing", "mae_missing"} <= set(run.miri.history[-1])
-
-
-def test_bad_settings_on_the_command_line_print_one_error_line_not_a_traceback(tmp_path):
-    """The real process (the in-process twins are in test_cli.py): exit code 1, one line."""
-    result = subprocess.run(
-        [sys.executable, "train.py", "mask.rate=2", f"output_dir={tmp_path}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 1
-    assert "error: mask.rate is the missing fraction and must lie in (0, 1), got 2" in result.stderr
-    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("ema", [0.0, "default"])
