@@ -58,7 +58,7 @@ def test_round_fid_is_logged_every_round_on_grayscale_images(tiny_config, random
             f"data.root={folder}",
             "data.channels=1",
             "data.n=24",
-            "metrics.max_images=12",
+            "metrics.max_images=8",
             "miri.rounds=1",
         )
     )
