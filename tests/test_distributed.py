@@ -163,26 +163,32 @@ def test_under_torchrun_each_rank_logs_to_its_file_and_only_rank_zero_writes_the
     assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
 
 
-def test_ranks_impute_disjoint_shards_and_end_with_identical_stores(torchrun_run):
-    out, _, _ = torchrun_run
+def check_shards_and_stores(out: Path, n: int) -> None:
+    """A 2-rank run of ``n`` items in ``out``, logged with ``hydra.verbose`` on the callback:
+    in rounds 1 and 2 each item was re-imputed by exactly one rank (balanced shards), both
+    ranks then held the same store, the round's snapshot, and the machine had one store."""
     logs = {rank: (out / f"train_rank{rank}.log").read_text() for rank in (0, 1)}
     for round_index in (1, 2):
         shards, digests = [], {}
         for rank, text in logs.items():
-            (start, stop, n), *more = re.findall(
+            (start, stop, items), *more = re.findall(
                 rf"round {round_index}: rank {rank} re-imputing items \[(\d+), (\d+)\) of (\d+)", text
             )
-            assert not more and int(n) == 48
+            assert not more and int(items) == n
             shards.append(range(int(start), int(stop)))
             (digests[rank],) = re.findall(rf"round {round_index}: rank {rank} holds the store sha256 (\w+)", text)
-        # every item imputed exactly once across the ranks, half on each
-        assert sorted(i for shard in shards for i in shard) == list(range(48))
-        assert sorted(len(shard) for shard in shards) == [24, 24]
+        assert sorted(i for shard in shards for i in shard) == list(range(n))
+        assert sorted(len(shard) for shard in shards) == [n // 2, n - n // 2]  # balanced
         snapshot = load_file(out / "imputed" / f"round_{round_index:03d}.safetensors")
         assert digests[0] == digests[1] == hashlib.sha256(snapshot["imputed"].numpy()).hexdigest()
     # one store per machine: built by one rank in shared memory, mapped by the other
     assert "rank 0 built the store once for this machine in shared memory" in logs[0]
     assert "rank 1 maps the store of this machine in shared memory" in logs[1]
+
+
+def test_ranks_impute_disjoint_shards_and_end_with_identical_stores(torchrun_run):
+    out, _, _ = torchrun_run
+    check_shards_and_stores(out, 48)
 
 
 def test_the_global_batch_divides_over_the_ranks_and_each_rank_draws_its_own_pairs(torchrun_run, tmp_path, monkeypatch):

@@ -1,6 +1,5 @@
 """Runs you can trust: kill anywhere and resume, DDP stores, retention, damaged files, faults."""
 
-import hashlib
 import os
 import re
 import signal
@@ -13,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_distributed import check_shards_and_stores
 
 from miri_lightning.run import train
 
@@ -124,25 +124,7 @@ def test_ddp_ranks_impute_disjoint_shards_and_end_with_identical_stores(tmp_path
     # hydra.verbose: the callback's DEBUG line with each rank's store hash (a whole-store hash, off by default)
     overrides = ["data.n=45", "miri.rounds=2", "miri.steps_per_round=4", "miri.ode_steps=3"]
     finish(launch(out, "trainer=ddp_cpu", *overrides, "hydra.verbose=miri_lightning.callbacks.miri"))
-    logs = {rank: (out / f"train_rank{rank}.log").read_text() for rank in (0, 1)}
-    for round_index in (1, 2):
-        shards, digests = [], {}
-        for rank, text in logs.items():
-            (start, stop, n), *more = re.findall(
-                rf"round {round_index}: rank {rank} re-imputing items \[(\d+), (\d+)\) of (\d+)", text
-            )
-            assert not more and int(n) == 45
-            shards.append(range(int(start), int(stop)))
-            (digests[rank],) = re.findall(rf"round {round_index}: rank {rank} holds the store sha256 (\w+)", text)
-        # every item imputed exactly once across the ranks
-        assert sorted(i for shard in shards for i in shard) == list(range(45))
-        assert sorted(len(shard) for shard in shards) == [22, 23]  # balanced: ceil(45 / 2) and the rest
-        snapshot = load_file(out / "imputed" / f"round_{round_index:03d}.safetensors")
-        expected = hashlib.sha256(snapshot["imputed"].numpy()).hexdigest()
-        assert digests[0] == digests[1] == expected
-    # one store per machine: built by one rank in shared memory, mapped by the other
-    assert "rank 0 built the store once for this machine in shared memory" in logs[0]
-    assert "rank 1 maps the store of this machine in shared memory" in logs[1]
+    check_shards_and_stores(out, 45)  # odd: shards of 22 and 23
 
 
 def tiny(tiny_config, *overrides):
