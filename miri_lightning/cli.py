@@ -6,7 +6,17 @@ import traceback
 from collections.abc import Callable
 
 from hydra.errors import InstantiationException
-from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+
+def _lightning_misconfiguration() -> type[BaseException]:
+    """Lightning's MisconfigurationException once Lightning is imported (only then can it have
+    been raised), else a class nothing raises: ``miri-export`` and ``miri-evaluate`` never pay
+    the seconds of importing Lightning."""
+    if "lightning.fabric.utilities.exceptions" not in sys.modules:
+        return type("NeverRaised", (Exception,), {})
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    return MisconfigurationException
 
 
 def _from_trainer_init(error: BaseException) -> bool:
@@ -24,10 +34,14 @@ def run_or_explain(work: Callable[[], object]) -> None:
     re-raises it with its traceback."""
     try:
         work()
-    except (ValueError, FloatingPointError, InstantiationException, MisconfigurationException, TypeError) as error:
+    except Exception as error:  # the classes below are looked up only now that one was raised
+        misconfiguration = _lightning_misconfiguration()
+        explained = ValueError | FloatingPointError | InstantiationException | misconfiguration | TypeError
+        if not isinstance(error, explained):
+            raise
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        if isinstance(error, TypeError | MisconfigurationException) and not _from_trainer_init(error):
+        if isinstance(error, TypeError | misconfiguration) and not _from_trainer_init(error):
             raise
         cause = error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ else error
         prefix = "trainer.*: " if _from_trainer_init(error) else ""
