@@ -12,6 +12,7 @@ import io
 import sys
 
 import hydra
+import lightning  # noqa: F401  (before Hydra configures logging: Lightning keeps its own console handler, one line a notice)
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode

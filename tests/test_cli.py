@@ -119,6 +119,8 @@ def test_multirun_gives_every_job_its_own_directory_and_refuses_a_collision(tmp_
         assert f"ema: {ema}" in (job / "config.yaml").read_text()
         assert (job / "train_rank0.log").is_file()
     assert not (sweep / "last.ckpt").exists()
+    # each of Lightning's notices once a job on the console, not again through Hydra's logging
+    assert (result.stdout + result.stderr).count("GPU available:") == 2
     # the same value twice: both jobs would share a directory, refused before either trains; in a
     # real process (the one of this file's error tests): exit code 1, one error line, no traceback
     again = run_cli("-m", *TINY_CLI, f"output_dir={tmp_path / 'dup'}", "miri.ema=0.5,0.5", cwd=tmp_path)
