@@ -160,6 +160,7 @@ def test_compile_switch_runs_the_compiled_field(tiny_config):
 
     from miri_lightning.run import build
 
+    torch._dynamo.reset()  # forget graphs an earlier test compiled (a cache hit captures none)
     counters.clear()
     # no probe here: a forward hook inside a compiled graph is not called from Python
     run, _ = build(tiny_config("miri.rounds=1", "miri.steps_per_round=2", "miri.compile=true"))
