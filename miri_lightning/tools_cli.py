@@ -22,16 +22,19 @@ def evaluate_main(cfg: DictConfig) -> None:
     directory, the table to TensorBoard (``evaluation/table``) and to the terminal."""
     from miri_lightning.evaluation import evaluate, table, write_tables
 
-    rows = evaluate(
-        cfg.output_dir,
-        per_round=cfg.per_round,
-        baselines=tuple(cfg.baselines),
-        mmd_items=cfg.mmd_items,
-        fid_weights=cfg.fid.weights_path,
-    )
-    csv_path, md_path = write_tables(rows, cfg.output_dir)
-    print(table(rows))
-    print(f"\nwritten: {csv_path}, {md_path}")
+    def work() -> None:
+        rows = evaluate(
+            cfg.output_dir,
+            per_round=cfg.per_round,
+            baselines=tuple(cfg.baselines),
+            mmd_items=cfg.mmd_items,
+            fid_weights=cfg.fid.weights_path,
+        )
+        csv_path, md_path = write_tables(rows, cfg.output_dir)
+        print(table(rows))
+        print(f"\nwritten: {csv_path}, {md_path}")
+
+    run_or_explain(work)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="quality")
@@ -56,5 +59,7 @@ def export_main(cfg: DictConfig) -> None:
     """Write a round's imputed images as PNGs, PNG masks (white = observed) and one ``.npz``."""
     from miri_lightning.export import export_round
 
-    to = export_round(cfg.output_dir, cfg.round, cfg.to)
-    print(f"exported to {to}")
+    def work() -> None:
+        print(f"exported to {export_round(cfg.output_dir, cfg.round, cfg.to)}")
+
+    run_or_explain(work)

@@ -74,3 +74,15 @@ def test_evaluate_refuses_a_folder_that_is_not_a_run(tmp_path):
 
     with pytest.raises(ValueError, match="no imputed/round_XXX.safetensors"):
         evaluate(tmp_path)
+
+
+@pytest.mark.parametrize("entry", ["evaluate_main", "export_main"])
+def test_miri_evaluate_and_export_refuse_a_folder_that_is_not_a_run_in_one_line(tmp_path, monkeypatch, capsys, entry):
+    from miri_lightning import tools_cli
+
+    monkeypatch.setattr(sys, "argv", [entry, f"output_dir={tmp_path}"])
+    with pytest.raises(SystemExit) as stop:
+        getattr(tools_cli, entry)()
+    assert stop.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(tmp_path) in err[0], err
