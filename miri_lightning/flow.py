@@ -21,6 +21,13 @@ VelocityField = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
 SOLVERS = ("euler", "heun")
 
+#: Where a round's sources start: ``independent``, each source x̃_i is an item of its own
+#: (the paper: its missing entries know nothing of the partner it is paired with);
+#: ``fill``, the source is the run's noisy fill of the partner view's observed entries
+#: (:func:`fill_source`), the kind of start every draw has, so that training sees what
+#: sampling sees.
+COUPLINGS = ("independent", "fill")
+
 #: Which entries the loss counts: the source's missing ones (the paper), or only those of
 #: them that the partner observed.
 LOSS_ON = ("missing", "partner_observed")
@@ -46,6 +53,24 @@ def views(z0: Tensor, z1: Tensor, observed: Tensor, t: Tensor) -> tuple[Tensor, 
     x_t = interpolate(z0, z1, t)
     o = observed.bool()
     return torch.where(o, z0, x_t), torch.where(o, z1, x_t)
+
+
+def fill_source(
+    partner: Tensor,
+    observed: Tensor,
+    init: str,
+    noise: float,
+    noise_mode: str = "constant",
+    generator: torch.Generator | None = None,
+    clamp: tuple[float, float] | None = (0.0, 1.0),
+) -> Tensor:
+    """The source of ``miri.coupling=fill``: (B, C, H, W), the partners (B, C, H, W) on the
+    source masks ``observed``, their missing entries the deterministic fill ``init``
+    (:func:`deterministic_fill` of those observed entries) plus fresh noise (:func:`perturb`).
+    A draw starts from the same kind of fill of its item's observed entries, so the field
+    learns to carry such fills to the data; one that has learned nothing (zero) keeps them."""
+    fill = deterministic_fill(torch.where(observed.bool(), partner, 0), observed, init)
+    return perturb(fill, observed, noise, generator, clamp, noise_mode)
 
 
 def miri_loss(
@@ -209,7 +234,8 @@ def perturb(
         return fill
     check_noise_mode(mode, fill.dim() - 1)
     sigma = noise if mode == "constant" else noise * local_spread(fill, observed)
-    noisy = fill + sigma * torch.randn(fill.shape, generator=generator, dtype=fill.dtype).to(fill.device)
+    device = generator.device if generator is not None else fill.device  # a generator draws on its own device
+    noisy = fill + sigma * torch.randn(fill.shape, generator=generator, dtype=fill.dtype, device=device).to(fill.device)
     if clamp is not None:
         noisy = noisy.clamp(*clamp)
     return torch.where(observed.bool(), fill, noisy)

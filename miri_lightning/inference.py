@@ -42,6 +42,9 @@ class RunFlows:
             raise ValueError(f"{config} holds no miri.ode_steps: is {run_dir} a run directory of train.py?")
         self.ode_steps = check_ode_steps(miri.ode_steps, f"miri.ode_steps of {config}")
         self.solver, self.init = str(miri.solver), str(miri.init)
+        #: independent (the paper: the imputer is Φ_R ∘ … ∘ Φ_1) or fill (each round's flow
+        #: carries a noisy fill to the data on its own: the imputer is Φ_R alone)
+        self.coupling = str(miri.get("coupling", "independent"))
         if sample_noise is None:
             sample_noise = miri.get("sample_noise")
         self.sample_noise = float(miri.get("init_noise", 0.0) if sample_noise is None else sample_noise)
@@ -80,6 +83,12 @@ class RunFlows:
         for round_index, (net, spec) in enumerate(zip(self.nets, self.specs, strict=True), start=1):
             save_flow(path, round_index, net, spec, self.fill_mean)
         return path
+
+    @property
+    def imputers(self) -> list[nn.Module]:
+        """The flows a draw goes through, in order: every round's, or the last one's alone
+        with ``miri.coupling=fill``."""
+        return self.nets[-1:] if self.coupling == "fill" else self.nets
 
     def deterministic_fill(self, x: Tensor, observed: Tensor) -> Tensor:
         """The run's ``mean``/``interp``/``biharmonic`` fill of x (N, *item) without noise;
@@ -125,7 +134,7 @@ class RunFlows:
         out = torch.empty_like(fill)
         for k in range(0, fill.shape[0], batch_size):
             y, o = fill[k : k + batch_size].to(self.device), observed[k : k + batch_size].to(self.device)
-            for net in self.nets:
+            for net in self.imputers:
                 y = flow.impute(net, y, o, self.ode_steps, self.solver, self.clamp)
             out[k : k + batch_size] = y.cpu()
         return out

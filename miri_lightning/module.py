@@ -70,6 +70,8 @@ class MIRIModule(L.LightningModule):
         schedule: str = "constant",
         flip: bool = False,
         loss_on: str = "missing",
+        coupling: str = "independent",
+        fill: dict | None = None,
     ):
         super().__init__()
         if lr <= 0:
@@ -80,6 +82,13 @@ class MIRIModule(L.LightningModule):
             raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {schedule!r}")
         if loss_on not in flow.LOSS_ON:
             raise ValueError(f"miri.loss_on must be one of {flow.LOSS_ON}, got {loss_on!r}")
+        if coupling not in flow.COUPLINGS:
+            raise ValueError(f"miri.coupling must be one of {flow.COUPLINGS}, got {coupling!r}")
+        if coupling == "fill" and (fill or {}).get("init") not in ("interp", "biharmonic"):
+            raise ValueError(
+                "miri.coupling=fill starts sources from an interpolation of the partner's observed pixels: "
+                f"it needs images and miri.init=interp or biharmonic, got miri.init={(fill or {}).get('init')}"
+            )
         self.save_hyperparameters()
         self.velocity = build_net(net, "model")
         self._times: torch.Generator | None = None  # the draws of t, seeded per round and rank
@@ -118,6 +127,10 @@ class MIRIModule(L.LightningModule):
             partner, partner_observed = mirror((partner, partner_observed), self._times)
         field = self._compiled if self._compiled is not None else self.velocity
         counted = partner_observed if self.hparams.loss_on == "partner_observed" else None
+        if self.hparams.coupling == "fill":  # the source: a fresh noisy fill of the partner view
+            fill = self.hparams.fill  # images in [0, 1]: interp and biharmonic fills are of images
+            source = flow.fill_source(partner, observed, fill["init"], fill["noise"], fill["noise_mode"], self._times)
+            source_interp = None  # the cached one is the source item's, not the partner view's
         loss = flow.miri_loss(field, source, partner, observed, t, counted, source_interp)
         self.note_finite(loss)
         self.log("train/loss", loss, prog_bar=True)

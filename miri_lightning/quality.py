@@ -3,8 +3,8 @@
 One table, one row per method: the baselines, the run's initial fill (its deterministic fill
 plus the draws' noise, ``miri.sample_noise``, drawn K times: the very fills the MIRI draws
 start from; what the flows add is the difference), one MIRI sample (the faithful draw: compare
-its distribution metrics, MMD² and SWD, and, for the K draws it stands for, their CRPS and
-spread–skill ratio) and the mean of K MIRI samples (the posterior-mean estimate: compare its
+its distribution metrics, MMD² and SWD, and, for the K draws it stands for, their CRPS, energy
+score and spread–skill ratio) and the mean of K MIRI samples (the posterior-mean estimate: compare its
 PSNR), each with the wall time it took. A point method's CRPS is its MAE.
 """
 
@@ -20,17 +20,18 @@ from miri_lightning.fid import Features, inception_features
 from miri_lightning.inference import RunFlows
 from miri_lightning.run import train
 
-COLUMNS = ("method", "psnr_missing", "ssim", "mmd", "swd", "crps", "spread_skill", "fid", "seconds")
+COLUMNS = ("method", "psnr_missing", "ssim", "mmd", "swd", "crps", "energy_score", "spread_skill", "fid", "seconds")
 #: Said under the table when the draws' probabilistic scores could not be computed.
-NEEDS_K = "crps and spread_skill of the MIRI draws need quality.samples = K ≥ 2 draws"
+NEEDS_K = "crps, energy_score and spread_skill of the MIRI draws need quality.samples = K ≥ 2 draws"
 
 
 def probabilistic(samples: torch.Tensor, truth: torch.Tensor, observed: torch.Tensor) -> dict:
-    """CRPS and spread–skill ratio of K draws (K, N, C, H, W); both None for K = 1."""
+    """CRPS, energy score and spread–skill ratio of K draws (K, N, C, H, W); None for K = 1."""
     if samples.shape[0] < 2:
-        return {"crps": None, "spread_skill": None}
+        return {"crps": None, "energy_score": None, "spread_skill": None}
     return {
         "crps": metrics.crps_missing(samples, truth, observed).item(),
+        "energy_score": metrics.energy_score(samples, truth, observed).item(),
         "spread_skill": metrics.spread_skill(samples, truth, observed).item(),
     }
 
@@ -122,8 +123,39 @@ def run_quality(cfg: DictConfig, say=print) -> tuple[list[dict], Path]:
         features,
         fills,
     )
+    if q.get("per_round", False):  # the same K draws through the flows of rounds 1..R-1
+        rows += earlier_rounds(run.output_dir, truth, observed, q, cfg, run.trainer.strategy.root_device, say)
     write_quality(rows, run.output_dir)
     return rows, run.output_dir
+
+
+def earlier_rounds(run_dir, truth, observed, q, cfg, device, say=print) -> list[dict]:
+    """Rows ``miri_round_<r>`` (one draw; CRPS, energy score and spread–skill of the K) and
+    ``miri_round_<r>_mean_<K>`` for every round r before the last: the draws the run would
+    have made had it stopped after round r (the last round's rows are ``miri_sample`` and
+    ``miri_mean_<K>``)."""
+    rows = []
+    rounds = len(RunFlows(run_dir).nets)
+    for r in range(1, rounds):
+        samples, _, _ = draw(
+            run_dir,
+            truth,
+            observed,
+            q.samples,
+            int(q.seed),
+            cfg.miri.impute_batch_size,
+            device,
+            cfg.miri.get("sample_noise"),
+            say,
+            rounds=r,
+        )
+        args = {"names": COLUMNS, "mmd_items": cfg.metrics.mmd_items, "swd_levels": True}
+        rows.append({"method": f"miri_round_{r}", **scoring.scores(samples[0], truth, observed, **args)})
+        rows[-1].update(probabilistic(samples, truth, observed))
+        if q.samples > 1:
+            mean = scoring.scores(samples.mean(0), truth, observed, **args)
+            rows.append({"method": f"miri_round_{r}_mean_{q.samples}", **mean})
+    return rows
 
 
 def draw(
@@ -136,11 +168,14 @@ def draw(
     device: str | torch.device = "cpu",
     sample_noise: float | None = None,
     say=print,
+    rounds: int | None = None,
 ) -> tuple[torch.Tensor, list[float], torch.Tensor]:
     """``num_samples`` imputations (K, N, C, H, W) of truth (N, C, H, W) under ``observed``
-    through every round's flow of the run in ``run_dir``, each from its own initial fill, the
-    seconds from the start to each, and those initial fills (K, N, C, H, W)."""
+    through the flows of the run in ``run_dir`` (those of its first ``rounds`` rounds; None:
+    all), each from its own initial fill, the seconds from the start to each, and those
+    initial fills (K, N, C, H, W)."""
     flows = RunFlows(run_dir, device, sample_noise)
+    flows.nets = flows.nets[:rounds]
     x = torch.where(observed, truth, 0)
     samples, elapsed, fills = [], [], []
     started = time.perf_counter()

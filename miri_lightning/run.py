@@ -120,6 +120,8 @@ def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
         schedule=cfg.optim.schedule,
         flip=miri.flip,
         loss_on=miri.loss_on,
+        coupling=miri.get("coupling", "independent"),
+        fill={"init": miri.init, "noise": miri.init_noise, "noise_mode": miri.get("init_noise_mode", "constant")},
     )
     if miri.rounds < 1:
         raise ValueError(f"miri.rounds must be at least 1, got {miri.rounds}")

@@ -27,6 +27,8 @@ METRICS: dict[str, Callable[[Tensor, Tensor, Tensor, int], Tensor]] = {
     "mmd": lambda x, truth, observed, items: metrics.mmd(x, truth, items),
     # a point imputation's CRPS is its MAE: the CRPS of one draw
     "crps": lambda x, truth, observed, _: metrics.crps_missing(x[None], truth, observed),
+    # and its energy score the mean Euclidean error of a window of the missing region
+    "energy_score": lambda x, truth, observed, _: metrics.energy_score(x[None], truth, observed),
 }
 
 

@@ -25,7 +25,7 @@ TINY = [
 
 #: The paper's start (uniform-noise fill, loss on every missing entry, no EMA), for tests that
 #: watch PSNR climb from noise over rounds (the default starts from a biharmonic fill).
-PAPER_FILL = ["miri.init=noise", "miri.init_noise=0", "miri.loss_on=missing", "miri.ema=0"]
+PAPER_FILL = ["miri.init=noise", "miri.init_noise=0", "miri.loss_on=missing", "miri.ema=0", "miri.coupling=independent"]
 
 
 #: The quiet CPU trainer alone, for runs on vectors (data=toy, data=csv), already small.

@@ -268,3 +268,20 @@ def test_bad_noise_modes_are_refused():
         flow.perturb(x, o, 0.1, mode="gaussian")
     with pytest.raises(ValueError, match="init_noise_mode=local needs images"):
         flow.perturb(torch.rand(5, 3), torch.rand(5, 3) > 0.5, 0.1, mode="local")
+
+
+def test_fill_source_is_the_runs_noisy_fill_of_the_partner_view():
+    g = torch.Generator().manual_seed(0)
+    partner = torch.rand(3, 3, 16, 16, generator=g)
+    observed = (torch.rand(3, 1, 16, 16, generator=g) > 0.6).expand(-1, 3, -1, -1)
+    still = flow.fill_source(partner, observed, "biharmonic", 0.0)
+    assert torch.equal(still, flow.deterministic_fill(torch.where(observed, partner, 0), observed, "biharmonic"))
+    assert torch.equal(still[observed], partner[observed])
+    noisy = [
+        flow.fill_source(partner, observed, "biharmonic", 0.6, "local", torch.Generator().manual_seed(s))
+        for s in (1, 1, 2)
+    ]
+    assert torch.equal(noisy[0], noisy[1]) and not torch.equal(noisy[0], noisy[2])
+    assert torch.equal(noisy[2][observed], partner[observed])
+    expected = flow.perturb(still, observed, 0.6, torch.Generator().manual_seed(1), mode="local")
+    assert torch.equal(noisy[0], expected)  # the very fill a draw of the item starts from

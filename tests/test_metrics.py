@@ -201,6 +201,42 @@ def test_calibrated_draws_score_spread_skill_one_and_the_gaussian_crps_collapsed
         metrics.spread_skill(draws[:1], truth, observed)
 
 
+def test_energy_score_is_the_fair_estimator_on_windows_that_hold_a_missing_entry():
+    g = torch.Generator().manual_seed(0)
+    draws, truth = torch.rand(3, 2, 2, 7, 7, generator=g), torch.rand(2, 2, 7, 7, generator=g)
+    observed = torch.rand(2, 1, 7, 7, generator=g).expand(-1, 2, -1, -1) < 0.5
+    observed[1, :, :5, :5] = True  # a window with no missing entry: not scored
+    draws = torch.where(observed, truth, draws)
+    # 7×7 images hold one 5×5 window (the top-left one); item 1's holds no missing entry
+    x, y = [d[0, :, :5, :5].double() for d in draws], truth[0, :, :5, :5].double()
+    skill = sum((xk - y).norm() for xk in x) / 3
+    pairs = sum((x[a] - x[b]).norm() for a in range(3) for b in range(3) if a != b) / (3 * 2)
+    expected = skill - 0.5 * pairs
+    assert metrics.energy_score(draws, truth, observed).item() == pytest.approx(expected.item(), rel=1e-5)
+    # one draw: the mean Euclidean error of a window; a table row is one window
+    rows, row_truth, row_observed = draws[:, :, 0, 0], truth[:, 0, 0], observed[:, 0, 0].clone()
+    row_observed[:, 0] = False
+    expected = (rows[0] - row_truth).norm(dim=1).mean()
+    assert metrics.energy_score(rows[:1], row_truth, row_observed).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_energy_score_sees_the_joint_structure_that_crps_cannot():
+    """Truth and one set of draws move together over each 5×5 window; the other draws have the
+    same per-pixel spread but independent pixels: equal CRPS, a worse energy score."""
+    g = torch.Generator().manual_seed(0)
+
+    def windows_together(k: int) -> torch.Tensor:  # (k, 400, 1, 10, 10): one N(0, 0.1²) value per window
+        values = 0.1 * torch.randn(k, 400, 1, 2, 2, generator=g)
+        return values.repeat_interleave(5, -1).repeat_interleave(5, -2)
+
+    truth, observed = windows_together(1)[0], torch.zeros(400, 1, 10, 10, dtype=torch.bool)
+    coherent, independent = windows_together(8), 0.1 * torch.randn(8, 400, 1, 10, 10, generator=g)
+    crps = [metrics.crps_missing(d, truth, observed).item() for d in (coherent, independent)]
+    assert crps[0] == pytest.approx(crps[1], rel=0.05)
+    energy = [metrics.energy_score(d, truth, observed).item() for d in (coherent, independent)]
+    assert energy[0] < 0.9 * energy[1]  # 0.282 against 0.328
+
+
 # -- sliced Wasserstein distance -------------------------------------------------------------
 
 

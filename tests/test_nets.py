@@ -6,9 +6,21 @@ from miri_lightning.interp import curvature_fill, harmonic_fill
 from miri_lightning.nets import ConditionalUNet
 
 
-def tiny_unet(channels=3, image_size=16, **kwargs):
+def tiny_unet(channels=3, image_size=16, still=False, **kwargs):
+    """A tiny U-Net whose last layer is random, as after training (``still``: as built, zero)."""
     kwargs = {"block_out_channels": (8, 16), "attention": (False, True), "norm_num_groups": 4, **kwargs}
-    return ConditionalUNet(channels, image_size, **kwargs)
+    net = ConditionalUNet(channels, image_size, **kwargs)
+    if not still:
+        torch.nn.init.normal_(net.unet.conv_out.weight, std=0.05)
+    return net
+
+
+def test_a_fresh_field_is_still_and_keeps_the_fill_a_draw_starts_from():
+    torch.manual_seed(0)
+    net = tiny_unet(still=True, interp_inputs="biharmonic").eval()
+    x = torch.rand(2, 3, 16, 16)
+    o = torch.rand(2, 1, 16, 16).expand(-1, 3, -1, -1) > 0.5
+    assert torch.equal(flow.impute(net, x, o, steps=3, solver="heun"), x)
 
 
 @pytest.mark.parametrize("interp_inputs", ["none", "harmonic", "biharmonic"])
@@ -78,7 +90,7 @@ def test_unknown_interp_inputs_are_refused_with_the_setting_named():
 
 def test_interp_skip_starts_as_the_velocity_towards_the_partner_views_interpolation():
     torch.manual_seed(0)
-    net = tiny_unet(interp_inputs="biharmonic", interp_skip=True)
+    net = tiny_unet(still=True, interp_inputs="biharmonic", interp_skip=True)
     a, b = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
     o = torch.rand(2, 3, 16, 16) > 0.6
     t = torch.full((2,), 0.3)

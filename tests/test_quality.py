@@ -29,7 +29,8 @@ def test_quality_writes_one_row_per_method_and_baselines_match_an_independent_co
             sys.executable,
             "scripts/quality.py",
             *TINY,
-            "miri.rounds=1",  # the table, not the rounds: one is enough
+            "miri.rounds=2",
+            "quality.per_round=true",  # and the draws had the run stopped after round 1
             "data.n=32",  # scikit-image's biharmonic inpainting, here and below, is per item
             "miri.init=interp",
             "miri.init_noise=0.05",
@@ -43,20 +44,24 @@ def test_quality_writes_one_row_per_method_and_baselines_match_an_independent_co
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    header = "| method | psnr_missing | ssim | mmd | swd | swd_16 | swd_8 | crps | spread_skill | fid | seconds |"
+    header = "| method | psnr_missing | ssim | mmd | swd | swd_16 | swd_8 | crps | energy_score | spread_skill | fid |"
     assert header in result.stdout  # 16×16 crops: two pyramid levels
     assert NEEDS_K not in result.stdout
     with open(out / "quality.csv") as f:
         rows = {row["method"]: row for row in csv.DictReader(f)}
         f.seek(0)
         assert next(csv.reader(f)) == columns([{"method": "", "swd_16": 0, "swd_8": 0}])
-    assert list(rows) == ["mean", "harmonic", "biharmonic", "initial_fill", "miri_sample", "miri_mean_3"]
+    methods = ["mean", "harmonic", "biharmonic", "initial_fill", "miri_sample", "miri_mean_3"]
+    assert list(rows) == [*methods, "miri_round_1", "miri_round_1_mean_3"]
+    # round 1's draws (through round 1's flow) are not round 2's, scored the same way
+    assert rows["miri_round_1"]["psnr_missing"] != rows["miri_sample"]["psnr_missing"]
+    assert float(rows["miri_round_1"]["crps"]) > 0 and rows["miri_round_1_mean_3"]["crps"] != ""
     assert all(row["fid"] == "" for row in rows.values())  # metrics.fid=false: left empty, not invented
     assert rows["initial_fill"]["seconds"] == ""  # drawn outside the timing
-    assert all(float(row["seconds"]) > 0 for name, row in rows.items() if name != "initial_fill")
+    assert all(float(row["seconds"]) > 0 for name, row in rows.items() if name in methods and name != "initial_fill")
     # MIRI's seconds: training plus the draws it needs; the mean of 3 adds exactly the time of
     # draws 2 and 3 that the run printed (rounded to 0.1 s)
-    printed = [float(s) for s in re.findall(r"sample \d/3 of \d+ items .*: ([\d.]+) s", result.stdout)]
+    printed = [float(s) for s in re.findall(r"sample \d/3 of \d+ items .*: ([\d.]+) s", result.stdout)][:3]
     assert len(printed) == 3, result.stdout
     extra = float(rows["miri_mean_3"]["seconds"]) - float(rows["miri_sample"]["seconds"])
     assert extra == pytest.approx(printed[2] - printed[0], abs=0.11)
@@ -85,11 +90,22 @@ def test_quality_writes_one_row_per_method_and_baselines_match_an_independent_co
     assert float(rows["biharmonic"]["crps"]) == pytest.approx(
         float(np.abs(biharmonic.clip(0, 1) - truth)[missing].mean()), rel=1e-3
     )
+    # and its energy score the mean Euclidean error of the 5×5 windows (all channels) that hold a
+    # missing pixel, on a grid of non-overlapping windows (16×16 crops: 3×3 of them)
+    errors = [
+        np.linalg.norm((biharmonic.clip(0, 1) - truth)[n, :, 5 * i : 5 * i + 5, 5 * j : 5 * j + 5])
+        for n in range(len(truth))
+        for i in range(3)
+        for j in range(3)
+        if missing[n, :, 5 * i : 5 * i + 5, 5 * j : 5 * j + 5].any()
+    ]
+    assert float(rows["biharmonic"]["energy_score"]) == pytest.approx(np.mean(errors), rel=1e-3)
+    assert float(rows["miri_sample"]["energy_score"]) > 0 and rows["miri_mean_3"]["spread_skill"] == ""
     assert float(rows["miri_sample"]["spread_skill"]) > 0
     assert rows["miri_mean_3"]["spread_skill"] == "" and rows["biharmonic"]["spread_skill"] == ""
     assert all(float(row["swd"]) > 0 for row in rows.values())
     # the initial fill's row scores the fills the draws start from: quality.seed's first draw of
-    # the run's fill with its sample noise (interpolation + local noise 0.9 × the local spread,
+    # the run's fill with its sample noise (interpolation + local noise at the training noise,
     # the default's draws), not a flow's output
     flows = RunFlows(out)
     x, o = torch.from_numpy(truth).float(), torch.from_numpy(observed)

@@ -102,6 +102,8 @@ def test_resume_with_other_data_mask_or_size_is_refused_before_training(tiny_con
         ("miri.solver=rk4", "miri.solver"),
         ("optim.schedule=linear", "optim.schedule"),
         ("miri.loss_on=observed", "miri.loss_on"),
+        ("miri.coupling=paper", "miri.coupling"),
+        ("miri.init=noise", "miri.coupling=fill .* miri.init=interp or biharmonic"),  # fill needs a fill
     ],
 )
 def test_bad_settings_fail_with_the_setting_named_before_training(tiny_config, monkeypatch, override, message):
@@ -151,6 +153,7 @@ def test_every_rounds_flow_is_saved_and_reproduces_its_round(request, tiny_confi
     are saved as the flow; the checkpoint holds the trained weights only (loadable with or
     without EMA)."""
     from miri_lightning import flow
+    from miri_lightning.data.datamodule import round_seed
     from miri_lightning.nets import build_net
     from miri_lightning.snapshots import load_flow
 
@@ -169,9 +172,38 @@ def test_every_rounds_flow_is_saved_and_reproduces_its_round(request, tiny_confi
     state, net_config = load_flow(out / "flows" / "round_002.safetensors")
     net = build_net(net_config, "flow").eval()
     net.load_state_dict(state)
-    with torch.no_grad():  # round 2's flow maps round 1's imputation onto round 2's, as in training
-        parts = [
-            flow.impute(net, before["imputed"][k : k + 32], before["observed"][k : k + 32], 4, "euler")
-            for k in range(0, 64, 32)
-        ]
+    # round 2's flow carries a fresh noisy fill of each item (miri.coupling=fill, the default),
+    # drawn from the round's own seed, onto round 2's imputation; round 1's missing entries unused
+    fill = run.module.hparams.fill
+    fresh = torch.Generator().manual_seed(round_seed(0, 1, 0, stream=3))
+    parts = []
+    with torch.no_grad():
+        for k in range(0, 64, 32):
+            x, o = before["imputed"][k : k + 32], before["observed"][k : k + 32]
+            start = flow.fill_source(x, o, fill["init"], fill["noise"], fill["noise_mode"], fresh)
+            parts.append(flow.impute(net, start, o, 4, "heun"))
     assert torch.equal(torch.cat(parts), after["imputed"])
+
+
+@pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
+def test_fill_coupling_trains_from_fresh_fills_of_the_partner_view_not_from_the_source_item():
+    """miri.coupling=fill: a step's sources are noisy fills of the partner views (fresh noise
+    every step); the source items' own values never enter the loss, only their masks."""
+    from miri_lightning.module import MIRIModule
+
+    net = {"name": "unet", "channels": 3, "image_size": 16, "block_out_channels": [8, 16]}
+    net |= {"attention": [False, False], "mid_attention": False, "norm_num_groups": 4, "interp_inputs": "biharmonic"}
+    fill = {"init": "biharmonic", "noise": 0.6, "noise_mode": "local"}
+    module = MIRIModule(net, coupling="fill", fill=fill, loss_on="partner_observed")
+    torch.nn.init.normal_(module.velocity.unet.conv_out.weight, std=0.05)  # as if trained
+    g = torch.Generator().manual_seed(0)
+    source, partner = torch.rand(2, 4, 3, 16, 16, generator=g)
+    observed, partner_observed = (torch.rand(2, 4, 1, 16, 16, generator=g) > 0.5).expand(-1, -1, 3, -1, -1)
+
+    def loss(items, seed=1):
+        module._times = torch.Generator().manual_seed(seed)
+        return module.training_step((items, observed, partner, partner_observed), 0).item()
+
+    garbage = torch.where(observed, source, torch.full_like(source, float("nan")))
+    assert loss(source) == loss(garbage) == loss(torch.rand_like(source))  # the source item is unused
+    assert loss(source, seed=1) != loss(source, seed=2)  # the fill's noise is drawn at every step

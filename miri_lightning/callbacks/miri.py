@@ -12,6 +12,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from miri_lightning import flow, metrics
+from miri_lightning.data.datamodule import round_seed
 from miri_lightning.data.store import cache_interpolation, decode, encode
 from miri_lightning.exchange import FAILED, NON_FINITE, gather_shards, pad_rows, stop_together
 from miri_lightning.fid import fid, inception_features
@@ -37,6 +38,10 @@ class MIRICallback(L.Callback):
     ``fid_weights`` not False, ``round/fid`` (skipped with one line when the Inception
     weights are absent). Snapshots older than the last
     ``keep_rounds`` rounds are deleted once a newer checkpoint exists (-1 keeps all).
+
+    With ``miri.coupling=fill`` each item's ODE starts from a fresh noisy fill of its observed
+    entries (:func:`~miri_lightning.flow.fill_source`), as the round's sources did, not from
+    the store's current imputation: the round's flow is a whole sampler.
 
     When the velocity field sees interpolations of the views (``model.interp_inputs``), the
     callback solves each item's once as training starts (or resumes) and keeps it with the
@@ -165,6 +170,10 @@ class MIRICallback(L.Callback):
         field = pl_module.imputer_call()  # compiled with miri.compile
         # compiled: every batch the same size (the last one padded), so that none recompiles
         size = min(self.impute_batch_size, shard) if getattr(pl_module.hparams, "compile", False) else None
+        fresh = None  # miri.coupling=fill: every draw starts from a fresh noisy fill of its item
+        if getattr(pl_module.hparams, "coupling", "independent") == "fill":
+            seed = round_seed(pl_module.hparams.seed, trainer.current_epoch, rank, stream=3)
+            fresh = torch.Generator(device=pl_module.device).manual_seed(seed)
         was_training = velocity.training
         velocity.eval()
         parts, finite = [], torch.ones((), dtype=torch.bool, device=pl_module.device)
@@ -176,6 +185,11 @@ class MIRICallback(L.Callback):
                 for begin in range(start, stop, self.impute_batch_size):
                     end = min(begin + self.impute_batch_size, stop)
                     batch = [decode(imputed[begin:end].to(pl_module.device)), observed[begin:end].to(pl_module.device)]
+                    if fresh is not None:
+                        fill = pl_module.hparams.fill
+                        batch[0] = flow.fill_source(
+                            batch[0], batch[1], fill["init"], fill["noise"], fill["noise_mode"], fresh, clamp
+                        )
                     if interp is not None:
                         batch.append(interp[begin:end].to(pl_module.device))
                     if size is not None:

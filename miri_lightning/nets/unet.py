@@ -35,7 +35,8 @@ class ConditionalUNet(nn.Module):
     interp(b) − b, the velocity towards the partner view's interpolation, and the U-Net's
     last layer starts at zero: an untrained field already carries a fill to that
     interpolation, and training learns the correction. Any field is still reachable: the
-    same velocity field to learn.
+    same velocity field to learn. Without it the last layer starts at zero too: an untrained
+    field is still, and keeps whatever fill a draw starts from (``miri.coupling=fill``).
     """
 
     def __init__(
@@ -93,10 +94,9 @@ class ConditionalUNet(nn.Module):
 
     def after_reset(self) -> None:
         """What fresh weights need beyond each layer's own initialisation (also after a
-        ``miri.reinit`` reset): with ``interp_skip`` the last layer starts at zero."""
-        if self.interp_skip:
-            nn.init.zeros_(self.unet.conv_out.weight)
-            nn.init.zeros_(self.unet.conv_out.bias)
+        ``miri.reinit`` reset): the last layer starts at zero (a still field)."""
+        nn.init.zeros_(self.unet.conv_out.weight)
+        nn.init.zeros_(self.unet.conv_out.bias)
 
     def interpolate_items(self, x: Tensor, observed: Tensor) -> Tensor | None:
         """The interpolation of items' observed entries (N, C, H, W) that the U-Net sees as
