@@ -67,7 +67,9 @@ class MIRIImputer(TransformerMixin, BaseEstimator):
 
     ``model``: ``unet_small``, ``unet_tiny``, ``unet``, ``paper_cnn``, ``paper_cnn_half`` for
     images (tables always use ``mlp``); ``block_out_channels``, ``layers_per_block``,
-    ``interp_inputs``, ``interp_skip`` shape the U-Net. ``output_dir``: where the run is kept
+    ``interp_inputs``, ``interp_skip`` shape the U-Net. ``coupling``: ``independent`` (the
+    paper, for any ``init``) or ``fill`` (images with ``init="interp"`` or ``"biharmonic"``:
+    the recipe of ``python train.py``, docs/algorithm.md). ``output_dir``: where the run is kept
     (None: a temporary directory, deleted when ``fit`` returns; the flows stay in memory). ``fit``
     never deletes a run it did not write: it refuses, with a ValueError, an ``output_dir`` that
     already holds a run (of ``miri-train``, a saved imputer, or the folder this estimator was
@@ -94,6 +96,7 @@ class MIRIImputer(TransformerMixin, BaseEstimator):
         lr: float = 1e-3,
         schedule: str = "constant",
         loss_on: str = "missing",
+        coupling: str = "independent",
         flip: bool = False,
         model: str = "unet_small",
         block_out_channels: tuple[int, ...] | None = None,
@@ -119,6 +122,7 @@ class MIRIImputer(TransformerMixin, BaseEstimator):
         self.lr = lr
         self.schedule = schedule
         self.loss_on = loss_on
+        self.coupling = coupling
         self.flip = flip
         self.model = model
         self.block_out_channels = block_out_channels
@@ -149,6 +153,7 @@ class MIRIImputer(TransformerMixin, BaseEstimator):
             f"miri.reinit={flag(self.reinit)}",
             f"miri.ema={float(self.ema)}",
             f"miri.loss_on={self.loss_on}",
+            f"miri.coupling={self.coupling}",
             f"optim.lr={float(self.lr)}",
             f"optim.schedule={self.schedule}",
             f"seed={self.random_state}",

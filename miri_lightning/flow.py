@@ -19,6 +19,10 @@ from miri_lightning.interp import curvature_fill, harmonic_fill
 
 VelocityField = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
+#: A learned centre (``miri.init=learned``, :mod:`miri_lightning.centre`): ``centre(x, observed)``
+#: -> the centre of images x (B, C, H, W), observed entries kept.
+Centre = Callable[[Tensor, Tensor], Tensor]
+
 SOLVERS = ("euler", "heun")
 
 #: Where a round's sources start: ``independent``, each source x̃_i is an item of its own
@@ -63,13 +67,15 @@ def fill_source(
     noise_mode: str = "constant",
     generator: torch.Generator | None = None,
     clamp: tuple[float, float] | None = (0.0, 1.0),
+    centre: Centre | None = None,
 ) -> Tensor:
     """The source of ``miri.coupling=fill``: (B, C, H, W), the partners (B, C, H, W) on the
     source masks ``observed``, their missing entries the deterministic fill ``init``
     (:func:`deterministic_fill` of those observed entries) plus fresh noise (:func:`perturb`).
     A draw starts from the same kind of fill of its item's observed entries, so the field
-    learns to carry such fills to the data; one that has learned nothing (zero) keeps them."""
-    fill = deterministic_fill(torch.where(observed.bool(), partner, 0), observed, init)
+    learns to carry such fills to the data; one that has learned nothing (zero) keeps them.
+    ``centre``: the learned centre, for ``init="learned"``."""
+    fill = deterministic_fill(torch.where(observed.bool(), partner, 0), observed, init, centre=centre)
     return perturb(fill, observed, noise, generator, clamp, noise_mode)
 
 
@@ -143,7 +149,7 @@ def impute(
     return y
 
 
-INITS = ("noise", "mean", "interp", "biharmonic")
+INITS = ("noise", "mean", "interp", "biharmonic", "learned")
 
 
 def initial_fill(
@@ -181,12 +187,18 @@ def initial_fill(
     return perturb(fill, observed, noise, generator, clamp, noise_mode)
 
 
-def deterministic_fill(x: Tensor, observed: Tensor, init: str, channel_mean: Tensor | None = None) -> Tensor:
-    """The ``mean``, ``interp`` or ``biharmonic`` fill of x (N, C, ...) without noise (see
-    :func:`initial_fill`); observed entries kept."""
+def deterministic_fill(
+    x: Tensor, observed: Tensor, init: str, channel_mean: Tensor | None = None, centre: Centre | None = None
+) -> Tensor:
+    """The ``mean``, ``interp``, ``biharmonic`` or ``learned`` (``centre(x, observed)``) fill of
+    x (N, C, ...) without noise (see :func:`initial_fill`); observed entries kept."""
     if init not in INITS:
         raise ValueError(f"miri.init must be one of {INITS}, got {init!r}")
     o = observed.bool()
+    if init == "learned":
+        if centre is None:
+            raise ValueError("miri.init=learned fills with the run's learned centre, which is not given here")
+        return centre(x, o)
     if init == "mean":
         if channel_mean is None:
             channel_mean = observed_channel_mean(x, o)

@@ -5,6 +5,7 @@ Nothing in a run directory is executed: each flow file names its network by a ke
 ``nets.NETS`` (or, written before format 2, by one of their ``_target_`` paths), and only those
 classes are built, from the file's plain arguments."""
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +28,7 @@ class RunFlows:
     vectors (d,) of a standardised table (an N(0, 1) fill, no clamping)."""
 
     def __init__(self, run_dir: str | Path, device: str | torch.device = "cpu", sample_noise: float | None = None):
-        run_dir = Path(run_dir)
+        run_dir = self.run_dir = Path(run_dir)
         files = sorted((run_dir / "flows").glob("round_[0-9]*.safetensors"))
         if not files:
             raise ValueError(f"{run_dir} holds no flows/round_XXX.safetensors: is it a run directory of train.py?")
@@ -68,6 +69,16 @@ class RunFlows:
                 raise ValueError(f"{path} holds weights that do not fit its network ({error})") from error
             self.specs.append(spec)
             self.nets.append(net.to(device).eval())
+        #: miri.init=learned: the run's learned centre (flows/centre.safetensors), else None
+        self.centre_net: nn.Module | None = None
+        if self.init == "learned":
+            from miri_lightning.callbacks.centre import CENTRE_FILE, load_centre
+
+            path = run_dir / "flows" / CENTRE_FILE
+            if not path.is_file():
+                raise ValueError(f"{run_dir} was trained with miri.init=learned but holds no flows/{CENTRE_FILE}")
+            check_size(read_flow_metadata(path)["net"], str(path))
+            self.centre_net = load_centre(path, device)
         self.item_shape = tuple(self.nets[0].item_shape)
         images = len(self.item_shape) == 3
         self.channels, self.image_size = (self.item_shape[0], self.item_shape[1]) if images else (None, None)
@@ -82,6 +93,10 @@ class RunFlows:
         (path / "config.yaml").write_text(self.config_text)
         for round_index, (net, spec) in enumerate(zip(self.nets, self.specs, strict=True), start=1):
             save_flow(path, round_index, net, spec, self.fill_mean)
+        if self.centre_net is not None:
+            from miri_lightning.callbacks.centre import CENTRE_FILE
+
+            shutil.copyfile(self.run_dir / "flows" / CENTRE_FILE, path / "flows" / CENTRE_FILE)
         return path
 
     @property
@@ -96,7 +111,18 @@ class RunFlows:
         mean = None
         if self.init == "mean" and self.fill_mean is not None:
             mean = torch.tensor(self.fill_mean, dtype=x.dtype)
-        return flow.deterministic_fill(x, observed, self.init, mean)
+        centre = None
+        if self.centre_net is not None:
+            from miri_lightning.centre import predict
+
+            def centre(v: Tensor, o: Tensor) -> Tensor:  # on the flows' device, in batches
+                parts = [
+                    predict(self.centre_net, v[k : k + 256].to(self.device), o[k : k + 256].to(self.device)).cpu()
+                    for k in range(0, len(v), 256)
+                ]
+                return torch.cat(parts).to(v.device)
+
+        return flow.deterministic_fill(x, observed, self.init, mean, centre)
 
     def initial_fill(
         self, x: Tensor, observed: Tensor, generator: torch.Generator, base: Tensor | None = None

@@ -84,10 +84,10 @@ class MIRIModule(L.LightningModule):
             raise ValueError(f"miri.loss_on must be one of {flow.LOSS_ON}, got {loss_on!r}")
         if coupling not in flow.COUPLINGS:
             raise ValueError(f"miri.coupling must be one of {flow.COUPLINGS}, got {coupling!r}")
-        if coupling == "fill" and (fill or {}).get("init") not in ("interp", "biharmonic"):
+        if coupling == "fill" and (fill or {}).get("init") not in ("interp", "biharmonic", "learned"):
             raise ValueError(
                 "miri.coupling=fill starts sources from an interpolation of the partner's observed pixels: "
-                f"it needs images and miri.init=interp or biharmonic, got miri.init={(fill or {}).get('init')}"
+                f"it needs images and miri.init=interp, biharmonic or learned, got miri.init={(fill or {}).get('init')}"
             )
         self.save_hyperparameters()
         self.velocity = build_net(net, "model")
@@ -97,7 +97,8 @@ class MIRIModule(L.LightningModule):
         self._ema_steps = 0
         # plain attributes, kept out of the state dict: the EMA copy restarts every round, and
         # the compiled callables wrap modules that are already registered
-        for name in ("_ema", "_compiled", "_ema_compiled"):
+        #: the learned centre of miri.init=learned (callbacks/centre.py sets it), else None
+        for name in ("_ema", "_compiled", "_ema_compiled", "centre"):
             object.__setattr__(self, name, None)
 
     def forward(self, a: Tensor, b: Tensor, observed: Tensor, t: Tensor) -> Tensor:
@@ -129,7 +130,9 @@ class MIRIModule(L.LightningModule):
         counted = partner_observed if self.hparams.loss_on == "partner_observed" else None
         if self.hparams.coupling == "fill":  # the source: a fresh noisy fill of the partner view
             fill = self.hparams.fill  # images in [0, 1]: interp and biharmonic fills are of images
-            source = flow.fill_source(partner, observed, fill["init"], fill["noise"], fill["noise_mode"], self._times)
+            source = flow.fill_source(
+                partner, observed, fill["init"], fill["noise"], fill["noise_mode"], self._times, centre=self.centre
+            )
             source_interp = None  # the cached one is the source item's, not the partner view's
         loss = flow.miri_loss(field, source, partner, observed, t, counted, source_interp)
         self.note_finite(loss)

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationKeyError
 
 from miri_lightning.callbacks import MIRICallback
+from miri_lightning.callbacks.centre import LearnedCentre
 from miri_lightning.callbacks.progress import ModelSummary, ProgressBar
 from miri_lightning.data.datamodule import MIRIDataModule, per_rank_batch
 from miri_lightning.module import MIRIModule
@@ -164,6 +165,9 @@ def build(cfg: DictConfig, source=None) -> tuple[Run, str | None]:
         save_last=True,
     )
     callbacks = [callback, rounds]
+    if miri.init == "learned":  # trained (or loaded) at the start of fit, before the round-0 report
+        c = cfg.centre
+        callbacks.insert(0, LearnedCentre(c.steps, c.batch_size, c.lr, list(c.widths)))
     if trainer_args.get("enable_progress_bar", True):
         callbacks.append(ProgressBar(every=trainer_args.get("log_every_n_steps", 50)))
     if trainer_args.get("enable_model_summary", True) is not False and not trainer_args.get("barebones"):

@@ -30,7 +30,7 @@ OWN_TRAINER_KEYS: tuple[str, ...] = ("float32_matmul_precision",)
 MAX_ODE_STEPS = 10_000
 
 #: Groups of train.yaml whose scalar defaults fix the type a setting must have.
-TYPED_GROUPS = ("miri", "optim", "metrics", "checkpoint")
+TYPED_GROUPS = ("miri", "optim", "metrics", "checkpoint", "centre")
 
 
 def check_trainer_args(trainer: dict) -> None:

@@ -188,7 +188,14 @@ class MIRICallback(L.Callback):
                     if fresh is not None:
                         fill = pl_module.hparams.fill
                         batch[0] = flow.fill_source(
-                            batch[0], batch[1], fill["init"], fill["noise"], fill["noise_mode"], fresh, clamp
+                            batch[0],
+                            batch[1],
+                            fill["init"],
+                            fill["noise"],
+                            fill["noise_mode"],
+                            fresh,
+                            clamp,
+                            getattr(pl_module, "centre", None),
                         )
                     if interp is not None:
                         batch.append(interp[begin:end].to(pl_module.device))

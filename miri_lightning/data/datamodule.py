@@ -131,7 +131,11 @@ class MIRIDataModule(L.LightningDataModule):
         if device is None and trainer is not None:
             device = trainer.strategy.root_device
         loaded = self.source.load()
-        args = (loaded, self.mask, self.init, self.seed, self.store_dtype, self.init_noise, self.init_noise_mode)
+        # miri.init=learned: the biharmonic fill until the centre is trained (callbacks/centre.py refills)
+        init = "biharmonic" if self.init == "learned" else self.init
+        if self.init == "learned" and loaded.values.dim() != 4:
+            raise ValueError("miri.init=learned learns a centre of images: use miri.init=noise or mean for tables")
+        args = (loaded, self.mask, init, self.seed, self.store_dtype, self.init_noise, self.init_noise_mode)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             local_rank = trainer.local_rank if trainer is not None else int(os.environ.get("LOCAL_RANK", 0))
             self.store = build_node_shared_store(*args, local_rank=local_rank, device=device)
