@@ -50,7 +50,8 @@ def compare(
     imputations; miri_seconds: (time to the first sample, time to all K) in seconds. The
     ``miri_sample`` row scores one draw, but its ``crps`` and ``spread_skill`` are those of
     the K draws (empty for K = 1). ``fills`` (K, N, C, H, W): the draws' starting points, scored
-    the same way in an ``initial_fill`` row (one fill; CRPS and spread–skill of the K)."""
+    the same way in an ``initial_fill`` row (one fill; CRPS and spread–skill of the K) and an
+    ``initial_fill_mean_<K>`` row (their mean)."""
     scoring.check_baselines(baselines, "quality.baselines")
     # the columns of every row (a point's CRPS is its MAE), and the SWD of each pyramid level
     args = {"names": COLUMNS, "mmd_items": mmd_items, "features": features, "swd_levels": True}
@@ -60,6 +61,9 @@ def compare(
         rows.append({"method": "initial_fill", **scoring.scores(fills[0], truth, observed, **args)})
         rows[-1].update(probabilistic(fills, truth, observed))
         rows[-1]["seconds"] = None
+        if k > 1:  # the fills' own mean of K: what averaging gives without the flows
+            rows.append({"method": f"initial_fill_mean_{k}", **scoring.scores(fills.mean(0), truth, observed, **args)})
+            rows[-1]["seconds"] = None
     rows.append({"method": "miri_sample", **scoring.scores(samples[0], truth, observed, **args)})
     rows[-1].update(probabilistic(samples, truth, observed))  # the K draws the sample stands for
     rows[-1]["seconds"] = miri_seconds[0]

@@ -7,8 +7,9 @@ through every round's flow (as ``scripts/quality.py`` draws them), one panel of 
 with the rows truth / with holes (grey) / biharmonic / three MIRI draws / the mean of the K /
 the per-pixel spread (standard deviation of the K draws, mean over the channels, × 4, white where
 the draws disagree), the panels side by side in one PNG; and one markdown table per run of
-PSNR on missing entries, CRPS, spread–skill ratio and SWD for the mean fill, biharmonic, the
-run's initial fill (the K fills the draws start from, without the flows) and MIRI (the scores
+PSNR on missing entries (one draw, and the mean of K), CRPS, energy score, spread–skill ratio
+and SWD for the mean fill, biharmonic, the run's initial fill (the K fills the draws start
+from, without the flows) and MIRI (the scores
 of ``scripts/quality.py``, on the run's set and masks, or its first ``--items``), also written
 beside the PNG as ``<out>.md``.
 """
@@ -73,26 +74,29 @@ def compose(panels: list[tuple[str, Tensor]], scale: int, k: int) -> Image.Image
 
 
 def table(title: str, rows: list[dict]) -> str:
-    """PSNR (the mean of K for MIRI), CRPS, spread–skill and SWD of one run, markdown."""
+    """PSNR of one draw and of the mean of K, CRPS, energy score, spread–skill and SWD of one
+    run, markdown: the mean fill, biharmonic, the fill alone (no flow) and MIRI."""
     named = {row["method"]: row for row in rows}
     mean_k = next(r for r in rows if r["method"].startswith("miri_mean_"))
-    sample = named["miri_sample"]
+    k = mean_k["method"].removeprefix("miri_mean_")
     lines = [
-        f"| {title} | PSNR missing (dB) | CRPS | spread–skill | SWD |",
-        "| --- | --- | --- | --- | --- |",
+        f"| {title} | PSNR, one draw (dB) | PSNR, mean of {k} (dB) | CRPS | energy score | spread–skill "
+        "| SWD, one draw |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for label, row in (("mean fill", named["mean"]), ("biharmonic", named["biharmonic"])):
-        lines.append(f"| {label} | {row['psnr_missing']:.2f} | {row['crps']:.4f} | | {row['swd']:.1f} |")
-    k = mean_k["method"].removeprefix("miri_mean_")
-    fill = named["initial_fill"]
-    lines.append(
-        f"| initial fill, no flow | {fill['psnr_missing']:.2f} (one draw) | {cell(fill['crps'])} "
-        f"| {cell(fill['spread_skill'])} | {fill['swd']:.1f} (one draw) |"
-    )
-    lines.append(
-        f"| MIRI | {mean_k['psnr_missing']:.2f} (mean of {k}; one draw {sample['psnr_missing']:.2f}) "
-        f"| {cell(sample['crps'])} | {cell(sample['spread_skill'])} | {sample['swd']:.1f} (one draw) |"
-    )
+        lines.append(
+            f"| {label} | {row['psnr_missing']:.2f} | (deterministic) | {row['crps']:.4f} | {row['energy_score']:.4f} "
+            f"| | {row['swd']:.1f} |"
+        )
+    for label, one, mean in (
+        ("the fill alone, no flow", named["initial_fill"], named[f"initial_fill_mean_{k}"]),
+        ("MIRI", named["miri_sample"], mean_k),
+    ):
+        lines.append(
+            f"| {label} | {one['psnr_missing']:.2f} | {mean['psnr_missing']:.2f} | {cell(one['crps'])} "
+            f"| {cell(one['energy_score'])} | {cell(one['spread_skill'])} | {one['swd']:.1f} |"
+        )
     return "\n".join(lines)
 
 

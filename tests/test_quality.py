@@ -51,14 +51,14 @@ def test_quality_writes_one_row_per_method_and_baselines_match_an_independent_co
         rows = {row["method"]: row for row in csv.DictReader(f)}
         f.seek(0)
         assert next(csv.reader(f)) == columns([{"method": "", "swd_16": 0, "swd_8": 0}])
-    methods = ["mean", "harmonic", "biharmonic", "initial_fill", "miri_sample", "miri_mean_3"]
+    methods = ["mean", "harmonic", "biharmonic", "initial_fill", "initial_fill_mean_3", "miri_sample", "miri_mean_3"]
     assert list(rows) == [*methods, "miri_round_1", "miri_round_1_mean_3"]
     # round 1's draws (through round 1's flow) are not round 2's, scored the same way
     assert rows["miri_round_1"]["psnr_missing"] != rows["miri_sample"]["psnr_missing"]
     assert float(rows["miri_round_1"]["crps"]) > 0 and rows["miri_round_1_mean_3"]["crps"] != ""
     assert all(row["fid"] == "" for row in rows.values())  # metrics.fid=false: left empty, not invented
-    assert rows["initial_fill"]["seconds"] == ""  # drawn outside the timing
-    assert all(float(row["seconds"]) > 0 for name, row in rows.items() if name in methods and name != "initial_fill")
+    assert rows["initial_fill"]["seconds"] == rows["initial_fill_mean_3"]["seconds"] == ""  # drawn outside the timing
+    assert all(float(row["seconds"]) > 0 for name, row in rows.items() if name in methods and "fill" not in name)
     # MIRI's seconds: training plus the draws it needs; the mean of 3 adds exactly the time of
     # draws 2 and 3 that the run printed (rounded to 0.1 s)
     printed = [float(s) for s in re.findall(r"sample \d/3 of \d+ items .*: ([\d.]+) s", result.stdout)][:3]
@@ -142,7 +142,8 @@ def test_quality_writes_one_row_per_method_and_baselines_match_an_independent_co
     width, height = Image.open(picture).size
     assert height == 18 + 8 * (16 * 2 + 2) - 2 and width == 96 + 2 * (16 * 2 + 2) - 2
     table = picture.with_suffix(".md").read_text()
-    assert "| biharmonic | " in table and "| MIRI | " in table and "(mean of 3" in table
+    assert "| biharmonic | " in table and "| MIRI | " in table and "| PSNR, mean of 3 (dB) |" in table
+    assert "| the fill alone, no flow | " in table
 
 
 def test_quality_rows_score_the_k_draws_and_leave_their_scores_empty_for_one_draw():
