@@ -154,3 +154,21 @@ def test_input_of_another_shape_is_refused():
     a = torch.rand(1, 3, 32, 32)
     with pytest.raises(ValueError, match="built for images of shape"):
         net(a, a, torch.ones_like(a, dtype=torch.bool), torch.rand(1))
+
+
+def test_fill_skip_keeps_any_fill_with_a_still_u_net():
+    """model.fill_skip: untrained, the field carries every fill onto itself (∫ keep_spread = 0),
+    where interp_skip pulls it to the interpolation."""
+    from miri_lightning.nets.unet import keep_spread
+
+    assert keep_spread(torch.tensor([0.0, 0.5, 1.0])).tolist() == [-1.0, 0.0, 1.0]
+    torch.manual_seed(0)
+    x = 0.2 + 0.6 * torch.rand(2, 3, 16, 16)  # away from the clamp at 0 and 1
+    o = torch.rand(2, 1, 16, 16).expand(-1, 3, -1, -1) > 0.5
+    kept = tiny_unet(still=True, interp_inputs="biharmonic", fill_skip=True).eval()
+    with torch.no_grad():
+        assert (flow.impute(kept, x, o, steps=20, solver="heun") - x).abs().max() < 2e-3
+        pulled = tiny_unet(still=True, interp_inputs="biharmonic", interp_skip=True).eval()
+        assert (flow.impute(pulled, x, o, steps=20, solver="heun") - x).abs().max() > 0.05
+    with pytest.raises(ValueError, match="model.fill_skip needs"):
+        tiny_unet(fill_skip=True)

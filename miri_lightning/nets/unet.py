@@ -19,6 +19,14 @@ INTERP_INPUTS = {
 TIME_SCALE = 1000.0
 
 
+def keep_spread(t: Tensor) -> Tensor:
+    """(B,): the exact rectified-flow velocity per unit deviation, (2t − 1) / ((1 − t)² + t²),
+    between two independent draws of one Gaussian: the field that carries a noisy fill
+    x = F + σε to another such draw, y − F = (velocity) × (y − F) at every time. Its flow maps
+    every fill onto itself (the identity at t = 1), so it keeps the fill's centre and spread."""
+    return (2 * t - 1) / ((1 - t) ** 2 + t**2)
+
+
 class ConditionalUNet(nn.Module):
     """v(a, b, o, t) for images: (B, C, H, W) views and mask, t (B,) -> (B, C, H, W).
 
@@ -35,7 +43,11 @@ class ConditionalUNet(nn.Module):
     interp(b) − b, the velocity towards the partner view's interpolation, and the U-Net's
     last layer starts at zero: an untrained field already carries a fill to that
     interpolation, and training learns the correction. Any field is still reachable: the
-    same velocity field to learn. Without it the last layer starts at zero too: an untrained
+    same velocity field to learn. ``fill_skip`` (with ``interp_inputs``, instead of
+    ``interp_skip``): the velocity is the U-Net's output plus :func:`keep_spread` (t) × (b −
+    interp(b)), the field that keeps a noisy fill's centre and spread exactly; training learns
+    the correction, and the high-frequency noise a draw carries is not left to the U-Net to
+    reproduce. Without them the last layer starts at zero too: an untrained
     field is still, and keeps whatever fill a draw starts from (``miri.coupling=fill``).
     """
 
@@ -51,6 +63,7 @@ class ConditionalUNet(nn.Module):
         attention_head_dim: int = 8,
         interp_inputs: str = "none",
         interp_skip: bool = False,
+        fill_skip: bool = False,
     ):
         super().__init__()
         widths, attention = list(block_out_channels), list(attention)
@@ -77,6 +90,9 @@ class ConditionalUNet(nn.Module):
         if interp_skip and self.interp is None:
             raise ValueError("model.interp_skip needs model.interp_inputs=harmonic or biharmonic")
         self.interp_skip = bool(interp_skip)
+        if fill_skip and (self.interp is None or interp_skip):
+            raise ValueError("model.fill_skip needs model.interp_inputs=harmonic or biharmonic and interp_skip=false")
+        self.fill_skip = bool(fill_skip)
         self._interp_cache: tuple[Tensor, Tensor, Tensor] | None = None  # see interpolations()
         self.unet = UNet2DModel(
             sample_size=image_size,
@@ -154,4 +170,6 @@ class ConditionalUNet(nn.Module):
         v = self.unet(h, t.to(a.dtype) * TIME_SCALE).sample
         if self.interp_skip:
             v = v + (smooth_b - b)
+        if self.fill_skip:
+            v = v + keep_spread(t.to(a.dtype)).view(-1, *([1] * (b.dim() - 1))) * (b - smooth_b)
         return v * (1 - o)
