@@ -15,8 +15,9 @@ def test_the_data_set_brings_its_gpu_recipe(data, tmp_path):
     assert list(cfg.model.block_out_channels) == GPU_UNET and cfg.model.interp_inputs == "biharmonic"
     assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.accelerator == "auto"  # runs where it is
     assert cfg.miri.init == "biharmonic" and cfg.miri.ema > 0 and cfg.miri.store_on_device
-    # the measured draws, not the collapsing σ 0.03 / 0.01 fill of earlier recipes
-    assert (cfg.miri.init_noise, cfg.miri.init_noise_mode, cfg.miri.sample_noise) == (0.6, "local", 0.9)
+    # the measured draws: at the training noise, from fills like the sources' (docs/experiments.md)
+    assert (cfg.miri.init_noise, cfg.miri.init_noise_mode, cfg.miri.sample_noise) == (0.6, "local", None)
+    assert (cfg.miri.coupling, cfg.miri.solver, cfg.model.interp_skip) == ("fill", "heun", False)
     assert cfg.miri.impute_batch_size >= 1000 and cfg.miri.batch_size >= 128
     assert cfg.data.name == data and cfg.recipe.device == "gpu"
 

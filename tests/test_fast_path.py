@@ -98,7 +98,7 @@ def test_mirroring_flips_images_with_their_masks_and_keeps_observed_entries(tiny
 def test_loss_on_decides_which_entries_the_training_step_counts(tiny_config, loss_on):
     from miri_lightning.run import build
 
-    run, _ = build(tiny_config(f"miri.loss_on={loss_on}"))
+    run, _ = build(tiny_config(f"miri.loss_on={loss_on}", "miri.coupling=independent"))  # sources as given
     g = torch.Generator().manual_seed(0)
     source, partner = torch.rand(2, 8, 3, 16, 16, generator=g)
     observed, partner_observed = torch.rand(2, 8, 3, 16, 16, generator=g) > 0.5

@@ -77,7 +77,7 @@ def test_cli_fills_holes_keeps_observed_pixels_and_shows_uncertainty(trained, tm
     fill = flow.perturb(base, o, sigma, torch.Generator().manual_seed(0), (0.0, 1.0), cfg.init_noise_mode)
     y = fill
     with torch.no_grad():
-        for net in RunFlows(trained).nets:
+        for net in RunFlows(trained).imputers:  # miri.coupling=fill: the last round's flow alone
             y = flow.impute(net, y, o, cfg.ode_steps, cfg.solver, (0.0, 1.0))
     assert np.allclose(archive["samples"][0], y.numpy(), atol=1e-6)
     moved = np.abs(archive["samples"][0] - fill.numpy())[~archive["observed"]].mean()

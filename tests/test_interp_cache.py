@@ -12,6 +12,7 @@ from miri_lightning.run import build, check_data
 INTERP = [
     "model.interp_inputs=biharmonic",
     "model.interp_skip=true",
+    "miri.coupling=independent",  # the cache serves the source items; coupling=fill builds them from the partner
     "miri.rounds=1",
     "miri.steps_per_round=5",
     "miri.ode_steps=3",

@@ -37,7 +37,7 @@ RECIPES = {
     "fast_cifar10": (6, 2000, 256, "biharmonic", "cifar10"),
     "paper_sample": (3, 200, 64, "noise", "sample"),
     "fast_sample": (1, 200, 64, "biharmonic", "sample"),
-    "quality_sample": (1, 400, 64, "biharmonic", "sample"),
+    "quality_sample": (1, 1200, 64, "biharmonic", "sample"),
     "quality_cifar10": (1, 20000, 256, "biharmonic", "cifar10"),
     "quality_celeba": (1, 20000, 128, "biharmonic", "celeba"),
 }
