@@ -213,19 +213,29 @@ def deterministic_fill(
 
 #: How the σ of the fill's noise varies over an image: ``constant``, the same σ everywhere;
 #: ``local``, σ times each entry's :func:`local_spread` (more noise where the observed
-#: neighbours vary, little in flat regions: the interpolation's error varies the same way).
-NOISE_MODES = ("constant", "local")
+#: neighbours vary, little in flat regions: the interpolation's error varies the same way);
+#: ``correlated``, as ``local`` with the noise correlated across colours and neighbouring
+#: pixels (:func:`correlated_noise`), as an interpolation's errors are.
+NOISE_MODES = ("constant", "local", "correlated")
+
+#: The ``correlated`` noise's correlation between the colours of a pixel and between
+#: neighbouring pixels of a channel: those of biharmonic's errors (divided by the local
+#: spread) on a hidden 15 % of the observed pixels of the embedded set (0.47–0.79 across
+#: colours, 0.23–0.39 between neighbours; docs/experiments.md, 2026-12-08). No missing
+#: entry's truth chose them.
+COLOUR_CORRELATION = 0.65
+NEIGHBOUR_CORRELATION = 0.3
 
 #: The local spread's window is (2 r + 1)² entries: 5×5.
 LOCAL_RADIUS = 2
 
 
 def check_noise_mode(mode: str, item_dims: int | None = None) -> None:
-    """ValueError unless ``mode`` is one of NOISE_MODES (``local`` needs images: items of 3 dims)."""
+    """ValueError unless ``mode`` is one of NOISE_MODES (all but ``constant`` need images: items of 3 dims)."""
     if mode not in NOISE_MODES:
         raise ValueError(f"miri.init_noise_mode must be one of {NOISE_MODES}, got {mode!r}")
-    if mode == "local" and item_dims is not None and item_dims != 3:
-        raise ValueError("miri.init_noise_mode=local needs images (C, H, W): use constant for tables and vectors")
+    if mode != "constant" and item_dims is not None and item_dims != 3:
+        raise ValueError(f"miri.init_noise_mode={mode} needs images (C, H, W): use constant for tables and vectors")
 
 
 def perturb(
@@ -238,7 +248,8 @@ def perturb(
 ) -> Tensor:
     """``fill`` (N, ...) plus N(0, σ²) on its missing entries, clamped to ``clamp``; σ is
     ``noise`` (``mode="constant"``) or ``noise`` × :func:`local_spread` of the fill's
-    observed entries (``mode="local"``, images (N, C, H, W))."""
+    observed entries (``mode="local"`` or ``"correlated"``, images (N, C, H, W)); with
+    ``"correlated"`` the unit noise is :func:`correlated_noise`, else independent."""
     if noise < 0:
         raise ValueError(f"miri.init_noise must be at least 0, got {noise}")
     check_noise_mode(mode)
@@ -247,10 +258,35 @@ def perturb(
     check_noise_mode(mode, fill.dim() - 1)
     sigma = noise if mode == "constant" else noise * local_spread(fill, observed)
     device = generator.device if generator is not None else fill.device  # a generator draws on its own device
-    noisy = fill + sigma * torch.randn(fill.shape, generator=generator, dtype=fill.dtype, device=device).to(fill.device)
+    unit = torch.randn(fill.shape, generator=generator, dtype=fill.dtype, device=device)
+    if mode == "correlated":
+        shared = torch.randn((fill.shape[0], 1, *fill.shape[2:]), generator=generator, dtype=fill.dtype, device=device)
+        unit = correlated_noise(unit, shared)
+    noisy = fill + sigma * unit.to(fill.device)
     if clamp is not None:
         noisy = noisy.clamp(*clamp)
     return torch.where(observed.bool(), fill, noisy)
+
+
+def correlated_noise(
+    independent: Tensor, shared: Tensor, colour: float = COLOUR_CORRELATION, neighbour: float = NEIGHBOUR_CORRELATION
+) -> Tensor:
+    """Unit-variance noise (N, C, H, W) correlated ``colour`` across the channels of a pixel and
+    ``neighbour`` (< 0.5) between horizontally or vertically adjacent pixels of a channel, made
+    of i.i.d. N(0, 1) ``independent`` (N, C, H, W) and ``shared`` (N, 1, H, W): first
+    √colour shared + √(1 − colour) independent, then a separable 3-tap filter [b, 1, b]
+    (2b / (1 + 2b²) = neighbour, unit norm; reflected borders)."""
+    if not (0 <= colour < 1 and 0 <= neighbour < 0.5):
+        raise ValueError(f"correlations must lie in [0, 1) and [0, 0.5), got {colour} and {neighbour}")
+    noise = colour**0.5 * shared + (1 - colour) ** 0.5 * independent
+    if neighbour == 0:
+        return noise
+    b = (1 - (1 - 2 * neighbour**2) ** 0.5) / (2 * neighbour)
+    taps = torch.tensor([b, 1.0, b], dtype=noise.dtype, device=noise.device) / (1 + 2 * b * b) ** 0.5
+    c = noise.shape[1]
+    noise = torch.nn.functional.pad(noise, (1, 1, 1, 1), mode="reflect")
+    noise = torch.nn.functional.conv2d(noise, taps.view(1, 1, 1, 3).expand(c, 1, 1, 3), groups=c)
+    return torch.nn.functional.conv2d(noise, taps.view(1, 1, 3, 1).expand(c, 1, 3, 1), groups=c)
 
 
 def local_spread(x: Tensor, observed: Tensor, radius: int = LOCAL_RADIUS) -> Tensor:

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="σ of the noise on the initial fill of each draw, for runs with a mean, interp or biharmonic "
         "fill (default: the run's miri.sample_noise, else its miri.init_noise; with the run's "
-        "miri.init_noise_mode=local, a multiple of each pixel's local spread); smaller: cleaner draws "
+        "miri.init_noise_mode=local or correlated, a multiple of each pixel's local spread); smaller: cleaner draws "
         "that differ less",
     )
     parser.add_argument("--seed", type=int, default=0)

@@ -49,7 +49,7 @@ class RunFlows:
         if sample_noise is None:
             sample_noise = miri.get("sample_noise")
         self.sample_noise = float(miri.get("init_noise", 0.0) if sample_noise is None else sample_noise)
-        #: constant or local (flow.NOISE_MODES): how σ varies over an image, as in the run
+        #: constant, local or correlated (flow.NOISE_MODES): how σ varies over an image, as in the run
         self.noise_mode = str(miri.get("init_noise_mode", "constant"))
         # every file is checked (format, network key) before any network is built
         metadata = [read_flow_metadata(path) for path in files]

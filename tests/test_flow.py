@@ -262,6 +262,28 @@ def test_local_noise_follows_the_picture_none_on_flat_regions():
     assert torch.equal(local[o], x[o]) and moved.abs().max() > 0
 
 
+def test_correlated_noise_has_the_local_spread_and_the_stated_correlations():
+    # the correlated mode keeps the local mode's σ per entry (unit variance) and correlates the
+    # noise 0.65 across colours and 0.3 between neighbours; observed entries keep the data
+    x = torch.full((300, 3, 16, 16), 0.5)
+    o = torch.zeros_like(x, dtype=torch.bool)
+    o[..., ::4, ::4] = True
+    x[o] = torch.rand(int(o.sum()), generator=torch.Generator().manual_seed(0))
+    base = flow.deterministic_fill(x, o, "mean")
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    local = flow.perturb(base, o, 0.5, g(), clamp=None, mode="local")
+    noise = flow.perturb(base, o, 0.5, g(), clamp=None, mode="correlated") - base
+    unit = (noise / (0.5 * flow.local_spread(base, o)).clamp_min(1e-6))[..., 5:8, 5:8]  # no observed entry
+    colours = torch.corrcoef(unit.transpose(0, 1).reshape(3, -1))
+    beside = torch.corrcoef(torch.stack([unit[..., 1:].flatten(), unit[..., :-1].flatten()]))[0, 1]
+    below = torch.corrcoef(torch.stack([unit[..., 1:, :].flatten(), unit[..., :-1, :].flatten()]))[0, 1]
+    assert unit.std().item() == pytest.approx(1.0, abs=0.03)
+    assert colours[~torch.eye(3, dtype=torch.bool)].sub(flow.COLOUR_CORRELATION).abs().max() < 0.03
+    assert beside.item() == pytest.approx(flow.NEIGHBOUR_CORRELATION, abs=0.03)
+    assert below.item() == pytest.approx(flow.NEIGHBOUR_CORRELATION, abs=0.03)
+    assert torch.equal(noise[o], torch.zeros(int(o.sum()))) and not torch.equal(local, base + noise)
+
+
 def test_bad_noise_modes_are_refused():
     x, o = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 8, 8) > 0.5
     with pytest.raises(ValueError, match="init_noise_mode must be one of"):
