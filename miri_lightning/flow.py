@@ -87,6 +87,7 @@ def miri_loss(
     t: Tensor,
     partner_observed: Tensor | None = None,
     source_interp: Tensor | None = None,
+    one_view: bool = False,
 ) -> Tensor:
     """The rectified-flow loss of one MIRI round, over missing entries only.
 
@@ -96,8 +97,12 @@ def miri_loss(
     partner_observed: the partners' own masks o_j (B, *item); when given, w = (1 - o) ⊙ o_j:
     only entries whose target z1 is data, not the partner's own imputation, count
     (``miri.loss_on=partner_observed``, a departure from the paper).
+    one_view: z0's observed entries are z1's (``miri.coupling=fill``), so the two views are
+    equal: the field gets one tensor as both (``b is a``), and solves one interpolation.
     """
     a, b = views(z0, z1, observed, t)
+    if one_view:
+        b = a
     weight = ~observed.bool()
     if partner_observed is not None:
         weight = weight & partner_observed.bool()

@@ -134,7 +134,8 @@ class MIRIModule(L.LightningModule):
                 partner, observed, fill["init"], fill["noise"], fill["noise_mode"], self._times, centre=self.centre
             )
             source_interp = None  # the cached one is the source item's, not the partner view's
-        loss = flow.miri_loss(field, source, partner, observed, t, counted, source_interp)
+        one_view = self.hparams.coupling == "fill"  # the source's observed entries are the partner's
+        loss = flow.miri_loss(field, source, partner, observed, t, counted, source_interp, one_view)
         self.note_finite(loss)
         self.log("train/loss", loss, prog_bar=True)
         return loss

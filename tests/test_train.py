@@ -10,6 +10,7 @@ from hydra.errors import InstantiationException
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from miri_lightning import flow
 from miri_lightning.data.store import decode
 from miri_lightning.run import train
 
@@ -207,3 +208,13 @@ def test_fill_coupling_trains_from_fresh_fills_of_the_partner_view_not_from_the_
     garbage = torch.where(observed, source, torch.full_like(source, float("nan")))
     assert loss(source) == loss(garbage) == loss(torch.rand_like(source))  # the source item is unused
     assert loss(source, seed=1) != loss(source, seed=2)  # the fill's noise is drawn at every step
+    # the source's observed entries are the partner's, so its two views are one: the step solves
+    # the field's interpolation once, and scores exactly what two separate views would
+    solves, interp = [], module.velocity.interp
+    module.velocity.interp = lambda x, o: solves.append(1) or interp(x, o)
+    one = loss(source)
+    g = torch.Generator().manual_seed(1)
+    t = torch.rand(4, generator=g)
+    z0 = flow.fill_source(partner, observed, "biharmonic", 0.6, "local", g)
+    two = flow.miri_loss(module.velocity, z0, partner, observed, t, partner_observed).item()
+    assert len(solves) == 3 and one == pytest.approx(two, rel=1e-6)  # 1 (one view) + 2 (two views)
