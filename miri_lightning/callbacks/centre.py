@@ -9,7 +9,7 @@ import torch
 from miri_lightning import centre, flow
 from miri_lightning.data.store import decode, encode, fill_seed
 from miri_lightning.nets import build_net
-from miri_lightning.snapshots import load_flow, save_atomically
+from miri_lightning.snapshots import FLOW_FORMAT, load_flow, save_atomically
 
 #: Where a run keeps its centre: beside the rounds' flows, as a flow file.
 CENTRE_FILE = "centre.safetensors"
@@ -74,7 +74,7 @@ class LearnedCentre(L.Callback):
                 net, x, observed, self.steps, self.batch_size, self.lr, seed=pl_module.hparams.seed, say=pl_module.print
             )
             if path is not None:
-                save_atomically(path, net.state_dict(), {"format": "2", "net": json.dumps(spec)})
+                save_atomically(path, net.state_dict(), {"format": str(FLOW_FORMAT), "net": json.dumps(spec)})
         learned, biharmonic = centre.held_out_psnr(net, x, observed)
         pl_module.print(
             f"centre: {learned:.2f} dB on held-out observed entries, biharmonic {biharmonic:.2f} dB "
