@@ -69,12 +69,15 @@ def fill_source(
     clamp: tuple[float, float] | None = (0.0, 1.0),
     centre: Centre | None = None,
 ) -> Tensor:
-    """The source of ``miri.coupling=fill``: (B, C, H, W), the partners (B, C, H, W) on the
-    source masks ``observed``, their missing entries the deterministic fill ``init``
-    (:func:`deterministic_fill` of those observed entries) plus fresh noise (:func:`perturb`).
-    A draw starts from the same kind of fill of its item's observed entries, so the field
-    learns to carry such fills to the data; one that has learned nothing (zero) keeps them.
-    ``centre``: the learned centre, for ``init="learned"``."""
+    """The source of ``miri.coupling=fill``: (B, *item), the partners (B, *item) on the
+    source masks ``observed``, their missing entries fresh noise (``init="noise"``, as
+    :func:`initial_fill` draws it) or the deterministic fill ``init`` (:func:`deterministic_fill`
+    of those observed entries) plus fresh noise (:func:`perturb`). A draw starts from the same
+    kind of fill of its item's observed entries, so the field learns to carry such fills to
+    the data; one that has learned nothing (zero) keeps them. ``centre``: the learned centre,
+    for ``init="learned"``; ``clamp``: None for tables."""
+    if init == "noise":
+        return noise_fill(partner, observed, generator, clamp)
     fill = deterministic_fill(torch.where(observed.bool(), partner, 0), observed, init, centre=centre)
     return perturb(fill, observed, noise, generator, clamp, noise_mode)
 
@@ -182,14 +185,26 @@ def initial_fill(
     ``noise_mode="local"`` scales σ by each entry's :func:`local_spread`.
     """
     if init == "noise":
-        if clamp is None:
-            fill = torch.randn(x.shape, generator=generator, dtype=x.dtype)
-        else:
-            low, high = clamp
-            fill = low + (high - low) * torch.rand(x.shape, generator=generator, dtype=x.dtype)
-        return torch.where(observed.bool(), x, fill.to(x.device))
+        return noise_fill(x, observed, generator, clamp)
     fill = deterministic_fill(x, observed, init, channel_mean)
     return perturb(fill, observed, noise, generator, clamp, noise_mode)
+
+
+def noise_fill(
+    x: Tensor,
+    observed: Tensor,
+    generator: torch.Generator | None = None,
+    clamp: tuple[float, float] | None = (0.0, 1.0),
+) -> Tensor:
+    """x (N, ...) with its missing entries drawn i.i.d. from U[clamp], or from N(0, 1) when
+    ``clamp`` is None (standardised tables); drawn on the generator's device."""
+    device = generator.device if generator is not None else x.device
+    if clamp is None:
+        fill = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=device)
+    else:
+        low, high = clamp
+        fill = low + (high - low) * torch.rand(x.shape, generator=generator, dtype=x.dtype, device=device)
+    return torch.where(observed.bool(), x, fill.to(x.device))
 
 
 def deterministic_fill(

@@ -84,11 +84,8 @@ class MIRIModule(L.LightningModule):
             raise ValueError(f"miri.loss_on must be one of {flow.LOSS_ON}, got {loss_on!r}")
         if coupling not in flow.COUPLINGS:
             raise ValueError(f"miri.coupling must be one of {flow.COUPLINGS}, got {coupling!r}")
-        if coupling == "fill" and (fill or {}).get("init") not in ("interp", "biharmonic", "learned"):
-            raise ValueError(
-                "miri.coupling=fill starts sources from an interpolation of the partner's observed pixels: "
-                f"it needs images and miri.init=interp, biharmonic or learned, got miri.init={(fill or {}).get('init')}"
-            )
+        if coupling == "fill" and (fill or {}).get("init") not in flow.INITS:
+            raise ValueError(f"miri.coupling=fill starts sources from the fill miri.init, one of {flow.INITS}")
         self.save_hyperparameters()
         self.velocity = build_net(net, "model")
         self._times: torch.Generator | None = None  # the draws of t, seeded per round and rank
@@ -129,9 +126,10 @@ class MIRIModule(L.LightningModule):
         field = self._compiled if self._compiled is not None else self.velocity
         counted = partner_observed if self.hparams.loss_on == "partner_observed" else None
         if self.hparams.coupling == "fill":  # the source: a fresh noisy fill of the partner view
-            fill = self.hparams.fill  # images in [0, 1]: interp and biharmonic fills are of images
+            fill = self.hparams.fill
+            clamp = (0.0, 1.0) if partner.dim() == 4 else None  # images in [0, 1]; tables standardised
             source = flow.fill_source(
-                partner, observed, fill["init"], fill["noise"], fill["noise_mode"], self._times, centre=self.centre
+                partner, observed, fill["init"], fill["noise"], fill["noise_mode"], self._times, clamp, self.centre
             )
             source_interp = None  # the cached one is the source item's, not the partner view's
         one_view = self.hparams.coupling == "fill"  # the source's observed entries are the partner's
