@@ -67,9 +67,11 @@ class MIRIImputer(TransformerMixin, BaseEstimator):
 
     ``model``: ``unet_small``, ``unet_tiny``, ``unet``, ``paper_cnn``, ``paper_cnn_half`` for
     images (tables always use ``mlp``); ``block_out_channels``, ``layers_per_block``,
-    ``interp_inputs``, ``interp_skip`` shape the U-Net. ``coupling``: ``independent`` (the
-    paper, for any ``init``) or ``fill`` (images with ``init="interp"`` or ``"biharmonic"``:
-    the recipe of ``python train.py``, docs/algorithm.md). ``output_dir``: where the run is kept
+    ``interp_inputs``, ``interp_skip`` shape the U-Net. ``coupling``: ``fill`` (every training
+    source a fresh fill of the partner view, as every draw of a new item starts: the flows
+    carry new items as well as the training set; docs/algorithm.md) or ``independent`` (the
+    paper's sources, the store's own items: on a small table the flows then learn those
+    items' one round-0 fill, and fresh draws go astray). ``output_dir``: where the run is kept
     (None: a temporary directory, deleted when ``fit`` returns; the flows stay in memory). ``fit``
     never deletes a run it did not write: it refuses, with a ValueError, an ``output_dir`` that
     already holds a run (of ``miri-train``, a saved imputer, or the folder this estimator was
@@ -96,7 +98,7 @@ class MIRIImputer(TransformerMixin, BaseEstimator):
         lr: float = 1e-3,
         schedule: str = "constant",
         loss_on: str = "missing",
-        coupling: str = "independent",
+        coupling: str = "fill",
         flip: bool = False,
         model: str = "unet_small",
         block_out_channels: tuple[int, ...] | None = None,

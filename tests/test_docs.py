@@ -255,7 +255,7 @@ def check(command: Command) -> str:
     if program in CONSOLE_CONFIGS:
         compose_all(CONSOLE_CONFIGS[program], arguments)
         return "composed"
-    if program == "miri-impute":
+    if program in ("miri-impute", "miri-tables"):
         check_arguments(console_module(program), arguments)
         return "parsed"
     assert program in ("python", "python3"), f"a command the docs test does not know: {program}"
