@@ -158,6 +158,10 @@ def test_csv_bad_input_is_named(tmp_path):
         load([["a", "b"], ["x", "y"], ["z", ""]])
     with pytest.raises(ValueError, match="does not exist"):
         CsvSource(str(tmp_path / "absent.csv")).load()
+    with pytest.raises(ValueError, match=r"the table has 1 row\(s\)"):
+        load([header, ["1", "2", "3"]])
+    with pytest.raises(ValueError, match=r"column 'c' is numeric but line 2 holds 'inf'"):  # infinities are no data
+        load([header, ["1", "2", "inf"], ["2", "", "4"], ["3", "4", ""]])
     (tmp_path / "latin.csv").write_bytes("a,b\n1,caf\xe9\n".encode("latin-1"))
     with pytest.raises(ValueError, match="latin.csv is not UTF-8"):
         CsvSource(str(tmp_path / "latin.csv")).load()
