@@ -53,3 +53,32 @@ def test_a_cpu_only_machine_is_told_once_how_to_shrink_the_recipe(tmp_path, monk
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert recipe_notice(cfg) is None
     assert recipe_notice(compose_config([], tmp_path, base=[])) is None
+
+
+#: What a table recipe owns: a change to the images' default (train.yaml) must not move it.
+TABLE_KEYS = (
+    "rounds",
+    "steps_per_round",
+    "batch_size",
+    "ode_steps",
+    "solver",
+    "ema",
+    "reinit",
+    "init",
+    "init_noise",
+    "coupling",
+)
+
+
+@pytest.mark.parametrize("data", ["csv", "toy"])
+def test_table_recipes_pin_their_schedule(data, tmp_path):
+    from omegaconf import OmegaConf
+
+    from miri_lightning import CONFIG_DIR
+
+    own = OmegaConf.load(CONFIG_DIR / "data" / f"{data}.yaml")
+    assert set(TABLE_KEYS) <= set(own.miri) and {"lr", "schedule"} <= set(own.optim)  # written in the recipe
+    cfg = compose_config([f"data={data}"], tmp_path, base=[])
+    assert (cfg.miri.rounds, cfg.miri.steps_per_round, cfg.miri.coupling, cfg.miri.init) == (3, 300, "fill", "noise")
+    assert all(cfg.miri[key] == own.miri[key] for key in TABLE_KEYS) and cfg.optim.lr == own.optim.lr
+    assert cfg.model._target_.endswith("VelocityMLP") and list(cfg.model.widths) == [256, 256, 256]
