@@ -6,6 +6,7 @@ from one process), torchrun's (RANK, LOCAL_RANK, WORLD_SIZE, ... set for each of
 processes started here, which Lightning's TorchElasticEnvironment detects) and srun's
 (SLURM_PROCID, SLURM_NTASKS, ...: Lightning's SLURMEnvironment)."""
 
+import contextlib
 import hashlib
 import os
 import re
@@ -312,37 +313,79 @@ def test_lightnings_process_names_give_way_to_the_job_name_in_log_files(monkeypa
     assert log_name("train", 1, 2) == "train_rank1.log"
 
 
-def test_the_slurm_script_requeues_itself_on_the_signal_and_runs_the_auto_command(tmp_path):
-    """scripts/slurm/train.sbatch with stand-ins for srun (records its command, then waits
-    like a long step) and scontrol (records the call and ends the step, as a requeue does)."""
-    script = ROOT / "scripts" / "slurm" / "train.sbatch"
-    text = script.read_text()
-    for directive in ("--nodes=2", "--ntasks-per-node=8", "--gpus-per-node=8", "--requeue"):
-        assert f"#SBATCH {directive}\n" in text
-    (seconds,) = re.findall(r"#SBATCH --signal=B:USR1@(\d+)\n", text)  # to the batch shell, which requeues
-    assert int(seconds) >= 30
+SBATCH = ROOT / "scripts" / "slurm" / "train.sbatch"
+
+
+def split_flags(arguments: list[str]) -> tuple[list[str], list[str]]:
+    """srun's own --flags, and the command after them."""
+    at = next(i for i, a in enumerate(arguments) if not a.startswith("--"))
+    return arguments[:at], arguments[at:]
+
+
+def slurm_job(tmp_path, scontrol: str = "", restart: int = 0) -> subprocess.Popen:
+    """scripts/slurm/train.sbatch started with stand-ins for srun (records its command and
+    environment, then waits like a long step) and scontrol (records the call, runs
+    ``scontrol``, else ends the step as a requeue does); returns once the step runs."""
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(exist_ok=True)
     (bin_dir / "srun").write_text(
-        f'#!/bin/bash\necho $$ > {tmp_path}/step.pid\necho "$@" > {tmp_path}/srun.txt\nexec sleep 60\n'
+        f'#!/bin/bash\necho $$ > {tmp_path}/step.pid\necho "$@" > {tmp_path}/srun.txt\n'
+        f'echo "$SRUN_CPUS_PER_TASK $MIRI_CACHE_DIR" > {tmp_path}/srun_env.txt\nexec sleep 60\n'
     )
     (bin_dir / "scontrol").write_text(
-        f'#!/bin/bash\necho "$@" > {tmp_path}/scontrol.txt\nkill $(cat {tmp_path}/step.pid)\n'
+        f'#!/bin/bash\necho "$@" > {tmp_path}/scontrol.txt\n' + (scontrol or f"kill $(cat {tmp_path}/step.pid)\n")
     )
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
+    for old in ("srun.txt", "scontrol.txt"):
+        (tmp_path / old).unlink(missing_ok=True)
     env = {
         **base_env(),
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
         "SLURM_JOB_ID": "777",
         "SLURM_JOB_NODELIST": "n[1-2]",
+        "SLURM_CPUS_PER_TASK": "6",
+        "SLURM_RESTART_COUNT": str(restart),
+        "MIRI_OUTPUT_DIR": str(tmp_path / "out"),
     }
+    env.pop("MIRI_CACHE_DIR", None)  # the script's default: beside the run directory
     job = subprocess.Popen(
-        ["bash", str(script), "data.root=/data"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
+        ["bash", str(SBATCH), "data.root=/data"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
     )
     wait_for(lambda: (tmp_path / "srun.txt").exists(), "srun", [job], timeout=30)
-    command = (tmp_path / "srun.txt").read_text().split()
+    return job
+
+
+def end_step(tmp_path, job: subprocess.Popen) -> str:
+    """Stop the stand-in step if it still runs (as the time limit would); the job's output."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(int((tmp_path / "step.pid").read_text()), signal.SIGTERM)
+    return job.communicate(timeout=30)[0]
+
+
+def time_limit(tmp_path, job: subprocess.Popen) -> str:
+    """USR1 to the batch shell, as SLURM sends it before the time limit; waits until its trap
+    has recorded the job's progress and either requeued it or declined, then ends the step."""
+    state = tmp_path / "out" / ".requeues"
+    before = state.read_text() if state.exists() else None
+    job.send_signal(signal.SIGUSR1)
+    wait_for(lambda: state.exists() and state.read_text() != before, "the requeue trap", [job], timeout=30)
+    return end_step(tmp_path, job)
+
+
+def test_the_slurm_script_requeues_itself_on_the_signal_and_runs_the_auto_command(tmp_path):
+    text = SBATCH.read_text()
+    for directive in ("--nodes=2", "--ntasks-per-node=8", "--gpus-per-node=8", "--requeue", "--mem=0", "--exclusive"):
+        assert f"#SBATCH {directive}\n" in text
+    (seconds,) = re.findall(r"#SBATCH --signal=B:USR1@(\d+)\n", text)  # to the batch shell, which requeues
+    assert int(seconds) >= 30
+    job = slurm_job(tmp_path)
+    flags, command = split_flags((tmp_path / "srun.txt").read_text().split())
+    assert "--kill-on-bad-exit=1" in flags  # one failing task ends them all
     assert command[:2] == ["python", "train.py"] and command[-1] == "data.root=/data"
+    assert f"output_dir={tmp_path / 'out'}" in command
+    cpus, cache = (tmp_path / "srun_env.txt").read_text().split()
+    assert cpus == "6" and cache == f"{tmp_path / 'out'}/../cache"  # srun does not inherit --cpus-per-task
     # the command composes with the real configs, and resumes or starts
     cfg = compose_config(command[2:], tmp_path / "run", base=[])
     assert (cfg.trainer.num_nodes, cfg.trainer.devices, cfg.trainer.strategy, cfg.ckpt_path) == (2, 8, "ddp", "auto")
@@ -351,3 +394,21 @@ def test_the_slurm_script_requeues_itself_on_the_signal_and_runs_the_auto_comman
     out, _ = job.communicate(timeout=30)  # the trap ran at once, not after the 60 s step
     assert (tmp_path / "scontrol.txt").read_text().split() == ["requeue", "777"]
     assert "requeueing" in out
+
+
+def test_the_slurm_script_stops_requeueing_a_job_that_makes_no_progress(tmp_path):
+    """A time limit reached a second time in a row without a new checkpoint is not requeued
+    (a new checkpoint resets the count); a failed scontrol says what to do and fails the job."""
+    for restart, new_checkpoint in enumerate([False, False, True, False]):
+        if new_checkpoint:
+            (tmp_path / "out" / "round_001.ckpt").write_bytes(b"round 1")
+        out = time_limit(tmp_path, slurm_job(tmp_path, restart=restart))
+        assert (tmp_path / "scontrol.txt").exists() and "near, requeueing" in out, out  # restarts 0 to 3
+    out = time_limit(tmp_path, slurm_job(tmp_path, restart=4))  # nothing new since restarts 2 and 3
+    assert not (tmp_path / "scontrol.txt").exists() and "no new checkpoint" in out and "not requeueing" in out
+    (tmp_path / "out" / "last.ckpt").write_bytes(b"progress")
+    job = slurm_job(tmp_path, restart=5, scontrol="exit 1\n")
+    job.send_signal(signal.SIGUSR1)
+    wait_for(lambda: (tmp_path / "scontrol.txt").exists(), "scontrol", [job], timeout=30)
+    out = end_step(tmp_path, job)  # the step a failed requeue leaves behind: the time limit ends it
+    assert job.returncode == 1 and "scontrol requeue failed" in out and "resumes from" in out

@@ -245,9 +245,10 @@ def check(command: Command) -> str:
     if program == "sbatch":
         batch = ROOT / arguments[0]
         assert batch.is_file(), f"no {arguments[0]}"
-        launch = re.search(r"^\s*srun python train\.py (.*?)\"\$@\"", batch.read_text(), re.M)
-        assert launch, f"{arguments[0]} runs no 'srun python train.py ... \"$@\"'"
-        compose_all("train", [*shlex.split(launch.group(1)), *arguments[1:]])
+        launch = re.search(r"^\s*srun (?:--\S+ )*python train\.py (.*?)\"\$@\"", batch.read_text(), re.M)
+        assert launch, f"{arguments[0]} runs no 'srun [--flags] python train.py ... \"$@\"'"
+        shown = [o for o in shlex.split(launch.group(1)) if "${" not in o]  # shell variables: set at run time
+        compose_all("train", [*shown, *arguments[1:]])
         return "composed"
     if program in ("bash", "sh"):
         assert (ROOT / arguments[0]).is_file(), f"no {arguments[0]}"
