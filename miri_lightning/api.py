@@ -68,10 +68,11 @@ class MIRIImputer(TransformerMixin, BaseEstimator):
     ``model``: ``unet_small``, ``unet_tiny``, ``unet``, ``paper_cnn``, ``paper_cnn_half`` for
     images (tables always use ``mlp``); ``block_out_channels``, ``layers_per_block``,
     ``interp_inputs``, ``interp_skip`` shape the U-Net. ``coupling``: ``fill`` (every training
-    source a fresh fill of the partner view, as every draw of a new item starts: the flows
-    carry new items as well as the training set; docs/algorithm.md) or ``independent`` (the
-    paper's sources, the store's own items: on a small table the flows then learn those
-    items' one round-0 fill, and fresh draws go astray). ``output_dir``: where the run is kept
+    source a fresh fill of the partner view, as every draw of a new item starts; draws go
+    through the last round's flow alone; docs/algorithm.md) or ``independent`` (the paper's
+    sources, the store's own items; draws go through every round's flow in order); None: ``fill``
+    for tables (with the paper's sources an MLP on a small table learns the store's one fill of
+    each row, and fresh draws go astray) and ``independent`` for images. ``output_dir``: where the run is kept
     (None: a temporary directory, deleted when ``fit`` returns; the flows stay in memory). ``fit``
     never deletes a run it did not write: it refuses, with a ValueError, an ``output_dir`` that
     already holds a run (of ``miri-train``, a saved imputer, or the folder this estimator was
@@ -98,7 +99,7 @@ class MIRIImputer(TransformerMixin, BaseEstimator):
         lr: float = 1e-3,
         schedule: str = "constant",
         loss_on: str = "missing",
-        coupling: str = "fill",
+        coupling: str | None = None,
         flip: bool = False,
         model: str = "unet_small",
         block_out_channels: tuple[int, ...] | None = None,
@@ -155,7 +156,7 @@ class MIRIImputer(TransformerMixin, BaseEstimator):
             f"miri.reinit={flag(self.reinit)}",
             f"miri.ema={float(self.ema)}",
             f"miri.loss_on={self.loss_on}",
-            f"miri.coupling={self.coupling}",
+            f"miri.coupling={self.coupling or ('fill' if len(shape) == 2 else 'independent')}",
             f"optim.lr={float(self.lr)}",
             f"optim.schedule={self.schedule}",
             f"seed={self.random_state}",

@@ -291,7 +291,8 @@ def perturb(
 def correlated_noise(
     independent: Tensor, shared: Tensor, colour: float = COLOUR_CORRELATION, neighbour: float = NEIGHBOUR_CORRELATION
 ) -> Tensor:
-    """Unit-variance noise (N, C, H, W) correlated ``colour`` across the channels of a pixel and
+    """Unit-variance noise (N, C, H, W; up to 1.05 on the border rows and columns, 1.1 in the
+    corners, where the borders are reflected) correlated ``colour`` across the channels of a pixel and
     ``neighbour`` (< 0.5) between horizontally or vertically adjacent pixels of a channel, made
     of i.i.d. N(0, 1) ``independent`` (N, C, H, W) and ``shared`` (N, 1, H, W): first
     √colour shared + √(1 − colour) independent, then a separable 3-tap filter [b, 1, b]

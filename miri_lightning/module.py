@@ -84,8 +84,12 @@ class MIRIModule(L.LightningModule):
             raise ValueError(f"miri.loss_on must be one of {flow.LOSS_ON}, got {loss_on!r}")
         if coupling not in flow.COUPLINGS:
             raise ValueError(f"miri.coupling must be one of {flow.COUPLINGS}, got {coupling!r}")
-        if coupling == "fill" and (fill or {}).get("init") not in flow.INITS:
-            raise ValueError(f"miri.coupling=fill starts sources from the fill miri.init, one of {flow.INITS}")
+        fills = ("noise", "interp", "biharmonic", "learned")  # mean: a batch's mean is not the store's
+        if coupling == "fill" and (fill or {}).get("init") not in fills:
+            raise ValueError(
+                f"miri.coupling=fill draws every source from the fill miri.init, one of {fills}, "
+                f"got miri.init={(fill or {}).get('init')!r}"
+            )
         self.save_hyperparameters()
         self.velocity = build_net(net, "model")
         self._times: torch.Generator | None = None  # the draws of t, seeded per round and rank

@@ -6,8 +6,9 @@ completely at random at several rates and seeds, scored on the missing entries.
     miri-tables --tables wine --rates 0.3 --seeds 0 --draws 8
     miri-tables --csv complete.csv --out checkpoints/tables/my_table.csv -- miri.rounds=3
 
-Every method sees the same masked table, standardised as ``data=csv`` standardises it (each
-column by its observed entries' mean and std), and is scored in those units: ``mmd`` between
+Every method sees the same masked table, standardised as ``data=csv mask=entry`` standardises
+it (each column by the complete table's mean and std, the same for every method), and is
+scored in those units: ``mmd`` between
 one imputation's rows that hold a hole and the same rows of the truth (RBF kernel at the
 median distance), ``rmse`` and ``mae`` of that imputation on the missing entries, ``crps`` of
 K draws on the missing entries (a method that gives one imputation scores its MAE), and
@@ -198,6 +199,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--rates are shares of missing entries, between 0 and 1, got {args.rates}")
     if "miri" not in args.methods:
         parser.error("--methods must include miri: its run defines the masks every method is scored on")
+    if args.tables == [] and not args.csv:
+        parser.error("--tables names no table: name some (wine, breast_cancer, diabetes) or give --csv files")
     for path in args.csv:
         if not path.is_file():
             parser.error(f"--csv {path}: no such file")

@@ -63,7 +63,7 @@ def main() -> None:
     truth, scored = data, known  # scored: False on the entries scored (the missing ones)...
     if args.held_out is not None:  # ...or hidden observed ones, and no missing entry is read
         observed = hide(known, args.held_out, torch.Generator().manual_seed(HIDE_SEED))
-        truth, scored = x, observed | ~known
+        truth, scored, x = x, observed | ~known, torch.where(observed, x, 0)  # the hidden values: truth only
         if scored.all():
             parser.error(f"--held-out {args.held_out} hid no observed pixel of {args.run_dir}: raise the share")
     rows = []

@@ -322,7 +322,7 @@ def split_flags(arguments: list[str]) -> tuple[list[str], list[str]]:
     return arguments[:at], arguments[at:]
 
 
-def slurm_job(tmp_path, scontrol: str = "", restart: int = 0) -> subprocess.Popen:
+def slurm_job(tmp_path, scontrol: str = "", restart: int = 0, args=("data.root=/data",), out=True) -> subprocess.Popen:
     """scripts/slurm/train.sbatch started with stand-ins for srun (records its command and
     environment, then waits like a long step) and scontrol (records the call, runs
     ``scontrol``, else ends the step as a requeue does); returns once the step runs."""
@@ -346,12 +346,10 @@ def slurm_job(tmp_path, scontrol: str = "", restart: int = 0) -> subprocess.Pope
         "SLURM_JOB_NODELIST": "n[1-2]",
         "SLURM_CPUS_PER_TASK": "6",
         "SLURM_RESTART_COUNT": str(restart),
-        "MIRI_OUTPUT_DIR": str(tmp_path / "out"),
+        **({"MIRI_OUTPUT_DIR": str(tmp_path / "out")} if out else {}),
     }
     env.pop("MIRI_CACHE_DIR", None)  # the script's default: beside the run directory
-    job = subprocess.Popen(
-        ["bash", str(SBATCH), "data.root=/data"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
-    )
+    job = subprocess.Popen(["bash", str(SBATCH), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
     wait_for(lambda: (tmp_path / "srun.txt").exists(), "srun", [job], timeout=30)
     return job
 
@@ -366,7 +364,7 @@ def end_step(tmp_path, job: subprocess.Popen) -> str:
 def time_limit(tmp_path, job: subprocess.Popen) -> str:
     """USR1 to the batch shell, as SLURM sends it before the time limit; waits until its trap
     has recorded the job's progress and either requeued it or declined, then ends the step."""
-    state = tmp_path / "out" / ".requeues"
+    state = tmp_path / "out" / ".requeues_777"
     before = state.read_text() if state.exists() else None
     job.send_signal(signal.SIGUSR1)
     wait_for(lambda: state.exists() and state.read_text() != before, "the requeue trap", [job], timeout=30)
@@ -382,8 +380,10 @@ def test_the_slurm_script_requeues_itself_on_the_signal_and_runs_the_auto_comman
     job = slurm_job(tmp_path)
     flags, command = split_flags((tmp_path / "srun.txt").read_text().split())
     assert "--kill-on-bad-exit=1" in flags  # one failing task ends them all
-    assert command[:2] == ["python", "train.py"] and command[-1] == "data.root=/data"
-    assert f"output_dir={tmp_path / 'out'}" in command
+    assert command[:2] == ["python", "train.py"] and command[-2:] == [
+        "data.root=/data",
+        f"output_dir={tmp_path / 'out'}",
+    ]
     cpus, cache = (tmp_path / "srun_env.txt").read_text().split()
     assert cpus == "6" and cache == f"{tmp_path / 'out'}/../cache"  # srun does not inherit --cpus-per-task
     # the command composes with the real configs, and resumes or starts
@@ -394,6 +394,14 @@ def test_the_slurm_script_requeues_itself_on_the_signal_and_runs_the_auto_comman
     out, _ = job.communicate(timeout=30)  # the trap ran at once, not after the 60 s step
     assert (tmp_path / "scontrol.txt").read_text().split() == ["requeue", "777"]
     assert "requeueing" in out
+    # without MIRI_OUTPUT_DIR the run directory is train.py's: from output_dir=, run_name= or the mask
+    for args, expected in [
+        (["mask=channel"], "checkpoints/celeba_channel"),
+        (["run_name=mine"], "checkpoints/mine"),
+        (["output_dir=/data/runs/a", "mask=block"], "/data/runs/a"),
+    ]:
+        end_step(tmp_path, slurm_job(tmp_path, args=args, out=False))
+        assert split_flags((tmp_path / "srun.txt").read_text().split())[1][-1] == f"output_dir={expected}"
 
 
 def test_the_slurm_script_stops_requeueing_a_job_that_makes_no_progress(tmp_path):

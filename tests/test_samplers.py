@@ -20,7 +20,29 @@ def run_samplers(monkeypatch, capsys, *args) -> str:
 
 def test_samplers_score_each_solver_and_noise(tiny_run, monkeypatch, capsys, tmp_path):
     out = tmp_path / "samplers.md"
-    run_samplers(monkeypatch, capsys, tiny_run.output_dir, "euler:2", "heun:1", "--samples", 2, "--noise", 0, 0.5)
+    noises = tmp_path / "noises.md"
+    run_samplers(
+        monkeypatch,
+        capsys,
+        tiny_run.output_dir,
+        "euler:2",
+        "heun:1",
+        "--samples",
+        2,
+        "--noise",
+        0,
+        0.5,
+        "--out",
+        noises,
+    )
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in noises.read_text().splitlines()[2:]]
+    assert [(r[0], r[2]) for r in rows] == [
+        ("euler × 2", "0.0000"),
+        ("heun × 1", "0.0000"),
+        ("euler × 2", "0.5000"),
+        ("heun × 1", "0.5000"),
+    ]
+    assert rows[0][5] != rows[2][5]  # the draw noise changes the draws' spread–skill
     printed = run_samplers(monkeypatch, capsys, tiny_run.output_dir, "euler:2", "--samples", 2, "--out", out)
     table = out.read_text().splitlines()
     assert table[0].startswith("| sampler | nfe | noise | crps") and "swd_one" in table[0]

@@ -267,6 +267,6 @@ def test_the_rubin_rules_example_of_tables_md_runs_and_pools_near_the_complete_d
     exec(compile(example, "docs/tables.md", "exec"), {})
     line = capsys.readouterr().out.strip().splitlines()[-1]
     estimate, se = (float(v) for v in line.split(":")[1].split("(")[0].split("±"))
-    share = float(line.split("share ")[1].rstrip(")"))
+    share = float(line.split("between/within ")[1].rstrip(")"))
     complete = 519.8  # BMI's coefficient fitted on the complete table
     assert abs(estimate - complete) < 2.5 * se and 30 < se < 150 and share > 0, line
