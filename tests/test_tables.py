@@ -229,8 +229,18 @@ def test_a_mean_fill_on_vectors_trains_and_draws_without_noise(tmp_path):
     from miri_lightning.inference import RunFlows
 
     run = train(
-        vector_config(tmp_path, "data=toy", "data.n=200", "miri.init=mean", "miri.rounds=1", "miri.steps_per_round=20")
+        vector_config(
+            tmp_path,
+            "data=toy",
+            "data.n=200",
+            "miri.init=mean",
+            "miri.coupling=independent",
+            "miri.rounds=1",
+            "miri.steps_per_round=20",
+        )
     )
+    with pytest.raises(ValueError, match="miri.coupling=fill draws every source from .* got miri.init='mean'"):
+        train(vector_config(tmp_path / "fill", "data=toy", "miri.init=mean"))  # a batch's mean is not the store's
     store = run.datamodule.store
     x, observed = store.imputed[:16].float(), store.observed[:16]
     draws = RunFlows(run.output_dir).sample(x, observed, num_samples=2, seed=0)
