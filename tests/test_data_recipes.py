@@ -16,7 +16,7 @@ def test_the_data_set_brings_its_gpu_recipe(data, tmp_path):
     assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.accelerator == "auto"  # runs where it is
     assert cfg.miri.init == "biharmonic" and cfg.miri.ema > 0 and cfg.miri.store_on_device
     # the measured draws: at the training noise, from fills like the sources' (docs/experiments.md)
-    assert (cfg.miri.init_noise, cfg.miri.init_noise_mode, cfg.miri.sample_noise) == (0.6, "local", None)
+    assert (cfg.miri.init_noise, cfg.miri.init_noise_mode, cfg.miri.sample_noise) == (0.6, "correlated", None)
     assert (cfg.miri.coupling, cfg.miri.solver, cfg.model.interp_skip) == ("fill", "heun", False)
     assert cfg.miri.impute_batch_size >= 1000 and cfg.miri.batch_size >= 128
     assert cfg.data.name == data and cfg.recipe.device == "gpu"
