@@ -273,6 +273,11 @@ class CsvSource:
         keep = subset_indices(table.numeric.shape[0], self.n, self.seed)
         if keep is not None:
             table.rows(keep.tolist())
+        if table.numeric.shape[0] < 2:
+            raise ValueError(
+                f"{self.path}: the table has {table.numeric.shape[0]} row(s); MIRI learns each row's blanks from the "
+                "other rows, so it needs at least 2 (in practice hundreds)"
+            )
         table.set_aside_constant_columns()
         standardised, mean, std = standardise(table.numeric)
         values, observed = as_tensor(standardised)

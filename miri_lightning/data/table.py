@@ -44,11 +44,6 @@ class Table:
     def set_aside_constant_columns(self) -> None:
         """Move the numeric columns whose observed entries all hold one value to ``constant``
         (warning naming them); fails when no other numeric column is left."""
-        if self.numeric.shape[0] < 2:
-            raise ValueError(
-                f"the table has {self.numeric.shape[0]} row(s): MIRI learns each row's blanks from the other rows, "
-                "so it needs at least 2 (in practice hundreds)"
-            )
         observed = ~np.isnan(self.numeric)
         low = np.where(observed, self.numeric, np.inf).min(0)
         high = np.where(observed, self.numeric, -np.inf).max(0)
